@@ -1,0 +1,5 @@
+//! `gateway.yaml`: loading, `${VAR}` expansion, validation.
+
+pub mod model;
+
+pub use model::*;

@@ -1,0 +1,275 @@
+//! The validated configuration: what `gateway.yaml` means once every key has been
+//! parsed, every `${VAR}` expanded, every relative path resolved against the
+//! config file's folder and every cross-reference checked.
+//!
+//! Nothing here does I/O or holds a live resource. Runtime state (TLS configs,
+//! decoded keys, the route table) is built *from* a [`Config`] by the modules
+//! that own it, so a reload can build the new state completely before swapping.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a running gateway needs to know, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from; reloads read it again.
+    pub source: PathBuf,
+    pub log: LogConfig,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    pub issuers: Vec<IssuerConfig>,
+    /// Global token source order; a route may override it.
+    pub token_sources: Vec<TokenSource>,
+    pub routes: Vec<RouteConfig>,
+    pub revocation: RevocationConfig,
+    pub limits: Limits,
+    /// Extension: a built-in echo upstream so the shipped `gateway.yaml` works
+    /// with no external service.
+    pub demo: Option<DemoConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A `tracing` filter directive: `info`, `debug`, `wsgate=debug,info`...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub sni: Vec<SniCert>,
+    /// When set, clients must present a certificate chaining to this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SniCert {
+    /// Lower-cased server names; `*.example.com` wildcards allowed.
+    pub names: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// Bearer token for `/admin/*`. `None` means `/admin/*` is refused to everyone:
+    /// an admin API without a token is never open.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub id: String,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When non-empty, `aud` must contain one of them.
+    pub audiences: Vec<String>,
+    /// Never empty, never `none` (there is no such `Algorithm`).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub keys: KeySource,
+    /// Trust anchors for `jwks_url` / discovery over https; `None` = system roots.
+    pub ca: Option<PathBuf>,
+    pub leeway: Duration,
+    pub required_claims: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// HS* shared secret (bytes as written in the config).
+    Secret(String),
+    PublicKey(PathBuf),
+    JwksFile(PathBuf),
+    JwksUrl(String),
+    /// OIDC discovery from `issuer` + `/.well-known/openid-configuration`.
+    Discovery,
+}
+
+// The secret must never reach a log line, even at debug level.
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(<redacted>)"),
+            KeySource::PublicKey(p) => f.debug_tuple("PublicKey").field(p).finish(),
+            KeySource::JwksFile(p) => f.debug_tuple("JwksFile").field(p).finish(),
+            KeySource::JwksUrl(u) => f.debug_tuple("JwksUrl").field(u).finish(),
+            KeySource::Discovery => f.write_str("Discovery"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TokenSource {
+    /// `Authorization: Bearer <jwt>`
+    Header,
+    /// `Sec-WebSocket-Protocol: bearer, <jwt>[, app...]`
+    Subprotocol,
+    /// `?<name>=<jwt>`
+    Query(String),
+    /// `Cookie: <name>=<jwt>`
+    Cookie(String),
+    /// First text frame `{"token": ...}` or `{"jwt": ...}`.
+    FirstMessage,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub id: String,
+    /// Lower-cased; exact or `*.suffix`.
+    pub host: Option<String>,
+    /// As written: `/exact`, `/prefix/*`, `{name}` segments.
+    pub path: String,
+    pub upstream: UpstreamConfig,
+    pub auth: AuthMode,
+    /// Accepted issuer ids; `None` = all.
+    pub issuers: Option<Vec<String>>,
+    /// Overrides the global list when set.
+    pub token_sources: Option<Vec<TokenSource>>,
+    pub require: Vec<RequireRule>,
+    /// When set, a present `Origin` must be one of these (compared case-insensitively).
+    pub origins: Option<Vec<String>>,
+    pub reject: RejectMode,
+    pub forward: ForwardConfig,
+    pub session: SessionConfig,
+    pub limits: RouteLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Never empty.
+    pub urls: Vec<UpstreamUrl>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub ca: Option<PathBuf>,
+    /// Path rewrite template (`/ws/{room}`); `None` = the request path.
+    pub path: Option<String>,
+}
+
+/// One parsed `ws://` / `wss://` upstream address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    /// Host as written (a name or an IP literal, without brackets).
+    pub host: String,
+    pub port: u16,
+    /// Path prefix from the URL (without trailing `/`), usually empty.
+    pub base_path: String,
+}
+
+impl std::fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.base_path)
+        } else {
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.base_path)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConnections,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequireRule {
+    /// Dotted path into the claims (`realm_access.roles`).
+    pub claim: String,
+    pub op: RuleOp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleOp {
+    /// Values may contain `{param}` placeholders.
+    AnyOf(Vec<String>),
+    AllOf(Vec<String>),
+    /// A string (may contain `{param}`), number or bool.
+    Equals(serde_json::Value),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectMode {
+    Status,
+    Close,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Header name (validated, lower-cased) and value template, in file order.
+    pub headers: Vec<(http::HeaderName, String)>,
+    pub token: TokenForward,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenForward {
+    Strip,
+    Keep,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub close_on_expiry: bool,
+    pub refresh: bool,
+    pub idle_timeout: Option<Duration>,
+    pub max_message_size: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteLimits {
+    pub max_sessions_per_subject: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevocationConfig {
+    Memory,
+    File(PathBuf),
+    Redis(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub handshake_timeout: Duration,
+    pub auth_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Where the built-in echo upstream listens.
+    pub echo_bind: SocketAddr,
+}
+
+// === defaults (the CONTRACT's) ===
+
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_REVOCATION_FILE: &str = "wsgate-revocations.jsonl";

@@ -1,0 +1,25 @@
+//! wsgate: a WebSocket reverse proxy that authenticates and authorizes every
+//! session with a JWT, and ends the session when its authority ends.
+//!
+//! # Layout
+//!
+//! A connection moves through the modules in this order:
+//!
+//! - [`listener`]: accept loop per listener, TLS termination, the HTTP/1.1
+//!   connection and its `handshake_timeout`.
+//! - [`handshake`]: one request from route lookup to `101 Switching Protocols`:
+//!   route → upgrade checks → token → verify → rules → limits → upstream.
+//! - [`route`]: the route table (host/path patterns), the `require` rule engine
+//!   and the `{claims.x}` / `{param}` templates. Pure functions.
+//! - [`auth`]: where tokens are found, how they are verified, where keys come from.
+//! - [`proxy`]: the upstream connection and the frame pump.
+//! - [`session`]: the registry of live sessions and the close-reason table.
+//! - [`revocation`]: revocation entries and their stores (memory, file, redis).
+//! - [`admin`]: health, metrics and the admin API.
+//!
+//! [`app`] wires them together; [`config`] turns `gateway.yaml` into a
+//! validated [`config::Config`] before anything is bound.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod route;

@@ -1,0 +1,1 @@
+//! Route table (placeholder: being written).
