@@ -21,5 +21,6 @@
 //! validated [`config::Config`] before anything is bound.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod route;

@@ -1,0 +1,489 @@
+//! Authentication: where tokens are found ([`sources`]), where keys come from
+//! ([`keys`], [`remote`]), and how a token becomes a [`VerifiedToken`]
+//! ([`Authenticator::verify`]).
+//!
+//! Verification order, cheapest first: length and shape → verification cache
+//! (with `exp`/`nbf` re-checked) → header peek (`alg`, `kid`) → issuer choice by
+//! the unverified `iss` → key lookup (a remote set may be refetched, rate-limited)
+//! → signature and claims. Revocation is the caller's business.
+
+pub mod cache;
+pub mod fetch;
+pub mod jwt;
+pub mod keys;
+pub mod remote;
+pub mod sources;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::TaskTracker;
+
+use crate::config::{IssuerConfig, KeySource};
+use keys::{KeySet, Lookup};
+use remote::{Endpoint, RemoteKeys, Tuning};
+
+/// Longer tokens are refused before any decoding.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+const CACHE_CAPACITY: usize = 10_000;
+const CACHE_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long [`Authenticator::new`] waits for the first fetch of remote sets.
+const INITIAL_FETCH_WAIT: Duration = Duration::from_secs(3);
+
+/// A token whose signature and claims have been checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedToken {
+    /// The `id` of the issuer config that verified it.
+    pub issuer_id: String,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+    pub jti: Option<String>,
+    pub iat: Option<i64>,
+    pub exp: Option<i64>,
+    pub claims: Value,
+    /// The issuer's clock-skew allowance.
+    pub leeway: Duration,
+    /// A short hash of the token: the only form in which it may be logged.
+    pub fingerprint: String,
+}
+
+/// Why a token was refused. `Display` and [`AuthError::description`] never
+/// contain token content.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("algorithm not allowed")]
+    AlgNotAllowed,
+    #[error("unknown key id")]
+    UnknownKid,
+    #[error("invalid signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("invalid issuer")]
+    WrongIssuer,
+    #[error("invalid audience")]
+    WrongAudience,
+    /// The claim name comes from the config, not from the token.
+    #[error("missing required claim `{0}`")]
+    MissingClaim(String),
+    #[error("no verification keys available")]
+    NoKeys,
+}
+
+impl AuthError {
+    /// For `WWW-Authenticate: Bearer error_description="..."` and close reasons.
+    pub fn description(&self) -> &'static str {
+        match self {
+            AuthError::Malformed => "malformed token",
+            AuthError::AlgNotAllowed => "algorithm not allowed",
+            AuthError::UnknownKid => "unknown key id",
+            AuthError::BadSignature => "invalid signature",
+            AuthError::Expired => "token expired",
+            AuthError::NotYetValid => "token not yet valid",
+            AuthError::WrongIssuer => "invalid issuer",
+            AuthError::WrongAudience => "invalid audience",
+            AuthError::MissingClaim(_) => "missing required claim",
+            AuthError::NoKeys => "no verification keys available",
+        }
+    }
+
+    /// When several issuers were tried, the error to report is the one that
+    /// got furthest: a claim error means the signature was good.
+    fn rank(&self) -> u8 {
+        match self {
+            AuthError::Malformed => 0,
+            AuthError::AlgNotAllowed | AuthError::UnknownKid | AuthError::NoKeys => 1,
+            AuthError::BadSignature => 2,
+            AuthError::Expired
+            | AuthError::NotYetValid
+            | AuthError::WrongIssuer
+            | AuthError::WrongAudience
+            | AuthError::MissingClaim(_) => 3,
+        }
+    }
+}
+
+/// An issuer's keys or trust anchors could not be loaded.
+#[derive(thiserror::Error, Debug)]
+pub enum AuthSetupError {
+    #[error("issuer `{issuer}`: {source}")]
+    Keys {
+        issuer: String,
+        #[source]
+        source: keys::LocalKeyError,
+    },
+    #[error("issuer `{issuer}`: ca {}: {reason}", path.display())]
+    Ca {
+        issuer: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("issuer `{issuer}`: {reason}")]
+    Remote { issuer: String, reason: String },
+}
+
+/// Verifies tokens against the configured issuers.
+pub struct Authenticator {
+    issuers: Vec<IssuerEntry>,
+    cache: cache::VerifyCache,
+    tasks: TaskTracker,
+    /// Stops the refreshers when this authenticator is dropped (a reload
+    /// replaced it) even if the process-wide shutdown has not fired.
+    _stop: DropGuard,
+}
+
+struct IssuerEntry {
+    policy: jwt::Policy,
+    keys: IssuerKeys,
+}
+
+enum IssuerKeys {
+    Local(Arc<KeySet>),
+    Remote(Arc<RemoteKeys>),
+}
+
+impl IssuerKeys {
+    fn snapshot(&self) -> Option<Arc<KeySet>> {
+        match self {
+            IssuerKeys::Local(set) => Some(set.clone()),
+            IssuerKeys::Remote(remote) => remote.current(),
+        }
+    }
+}
+
+/// Makes `jsonwebtoken` use aws-lc. Idempotent.
+pub fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is what we want.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
+
+/// The short hash under which a token may appear in logs.
+pub fn fingerprint(token: &str) -> String {
+    hex_prefix(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex_prefix(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Authenticator {
+    /// Loads every issuer's keys; remote sets are fetched in background tasks
+    /// that stop when `shutdown` is cancelled (or this value is dropped).
+    /// Waits a few seconds at most for the first remote fetches.
+    pub async fn new(
+        issuers: &[IssuerConfig],
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, AuthSetupError> {
+        Self::with_tuning(issuers, shutdown, Tuning::default()).await
+    }
+
+    pub(crate) async fn with_tuning(
+        issuers: &[IssuerConfig],
+        shutdown: CancellationToken,
+        tuning: Tuning,
+    ) -> Result<Arc<Self>, AuthSetupError> {
+        install_crypto_provider();
+        let stop = shutdown.child_token();
+        let tasks = TaskTracker::new();
+        let mut native_roots: Option<Arc<rustls::RootCertStore>> = None;
+        let mut entries = Vec::with_capacity(issuers.len());
+        let mut first_fetches = Vec::new();
+        for cfg in issuers {
+            let keys = match keys::load_local(&cfg.keys) {
+                Ok(Some(set)) => IssuerKeys::Local(Arc::new(set)),
+                Ok(None) => {
+                    let endpoint = endpoint(cfg)?;
+                    let tls = tls_config(cfg, &mut native_roots)?;
+                    let fetcher = fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
+                    let remote = Arc::new(RemoteKeys::new(
+                        cfg.id.clone(),
+                        endpoint,
+                        fetcher,
+                        tuning.clone(),
+                    ));
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    first_fetches.push(rx);
+                    tasks.spawn(remote.clone().run(stop.clone(), tx));
+                    IssuerKeys::Remote(remote)
+                }
+                Err(source) => {
+                    return Err(AuthSetupError::Keys {
+                        issuer: cfg.id.clone(),
+                        source,
+                    })
+                }
+            };
+            entries.push(IssuerEntry {
+                policy: jwt::Policy::new(cfg),
+                keys,
+            });
+        }
+        tasks.close();
+        let _ = tokio::time::timeout(INITIAL_FETCH_WAIT, async {
+            for rx in first_fetches {
+                let _ = rx.await;
+            }
+        })
+        .await;
+        Ok(Arc::new(Self {
+            issuers: entries,
+            cache: cache::VerifyCache::new(CACHE_CAPACITY, CACHE_TTL),
+            tasks,
+            _stop: stop.drop_guard(),
+        }))
+    }
+
+    /// Issuer ids that have no usable key yet (for `/readyz` and a startup warning).
+    pub fn issuers_without_keys(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|e| e.keys.snapshot().is_none_or(|s| s.is_empty()))
+            .map(|e| e.policy.id.clone())
+            .collect()
+    }
+
+    /// The background refreshers, for a caller that wants to await their end.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Verifies `token` for one of the `allowed` issuer ids (`None` = all).
+    pub async fn verify(
+        &self,
+        token: &str,
+        allowed: Option<&[String]>,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        self.verify_at(token, allowed, unix_now()).await
+    }
+
+    /// [`Self::verify`] with the clock used for cache hits given (tests).
+    pub(crate) async fn verify_at(
+        &self,
+        token: &str,
+        allowed: Option<&[String]>,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        if token.len() > MAX_TOKEN_LEN || !jwt::looks_like_jws(token) {
+            return Err(AuthError::Malformed);
+        }
+        let digest: cache::Digest = Sha256::digest(token.as_bytes()).into();
+        if let Some(hit) = self.cache.get(&digest) {
+            if is_allowed(allowed, &hit.token.issuer_id) {
+                let policy = &self.issuers[hit.issuer].policy;
+                // A hit proves the signature, never the time: check it again.
+                return match policy.check_times(hit.token.exp, hit.nbf, now) {
+                    Ok(()) => Ok(hit.token),
+                    Err(e) => {
+                        self.cache.remove(&digest);
+                        Err(e)
+                    }
+                };
+            }
+        }
+        let header = jwt::peek_header(token)?;
+        let mut worst: Option<AuthError> = None;
+        for idx in self.candidates(token, allowed)? {
+            match self.verify_with(idx, token, &header).await {
+                Ok(claims) => {
+                    let entry = &self.issuers[idx];
+                    let nbf = jwt::numeric_date(&claims, "nbf");
+                    let verified = Arc::new(build(&entry.policy, claims, hex_prefix(&digest)));
+                    let hit = cache::Hit {
+                        token: verified.clone(),
+                        issuer: idx,
+                        nbf,
+                    };
+                    self.cache.insert(digest, hit, now);
+                    return Ok(verified);
+                }
+                Err(e) => {
+                    if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
+                        worst = Some(e);
+                    }
+                }
+            }
+        }
+        Err(worst.unwrap_or(AuthError::WrongIssuer))
+    }
+
+    /// The issuers to try: among the allowed ones, those whose `issuer` equals
+    /// the token's unverified `iss`; failing that, those with no `issuer` set.
+    fn candidates(&self, token: &str, allowed: Option<&[String]>) -> Result<Vec<usize>, AuthError> {
+        let iss = jwt::peek_iss(token)?;
+        let allowed: Vec<usize> = (0..self.issuers.len())
+            .filter(|&i| is_allowed(allowed, &self.issuers[i].policy.id))
+            .collect();
+        let named: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let want = self.issuers[i].policy.issuer.as_deref();
+                want.is_some() && want == iss.as_deref()
+            })
+            .collect();
+        if !named.is_empty() {
+            return Ok(named);
+        }
+        let open: Vec<usize> = allowed
+            .into_iter()
+            .filter(|&i| self.issuers[i].policy.issuer.is_none())
+            .collect();
+        if open.is_empty() {
+            return Err(AuthError::WrongIssuer);
+        }
+        Ok(open)
+    }
+
+    async fn verify_with(
+        &self,
+        idx: usize,
+        token: &str,
+        header: &jwt::HeaderPeek,
+    ) -> Result<Value, AuthError> {
+        let entry = &self.issuers[idx];
+        if !entry.policy.allows(header.alg) {
+            return Err(AuthError::AlgNotAllowed);
+        }
+        let first = try_keys(entry, entry.keys.snapshot(), token, header);
+        let IssuerKeys::Remote(remote) = &entry.keys else {
+            return first;
+        };
+        match first {
+            Err(AuthError::UnknownKid | AuthError::NoKeys | AuthError::AlgNotAllowed) => {
+                // The provider may have rotated: refetch (rate-limited, shared).
+                remote.refetch_for_unknown_kid().await;
+                try_keys(entry, remote.current(), token, header)
+            }
+            other => other,
+        }
+    }
+}
+
+fn is_allowed(allowed: Option<&[String]>, id: &str) -> bool {
+    allowed.is_none_or(|ids| ids.iter().any(|a| a == id))
+}
+
+fn try_keys(
+    entry: &IssuerEntry,
+    set: Option<Arc<KeySet>>,
+    token: &str,
+    header: &jwt::HeaderPeek,
+) -> Result<Value, AuthError> {
+    let set = set.ok_or(AuthError::NoKeys)?;
+    let keys = match set.lookup(header.kid.as_deref(), header.alg) {
+        Lookup::Keys(keys) => keys,
+        Lookup::UnknownKid => return Err(AuthError::UnknownKid),
+        Lookup::NoKeyForAlg => return Err(AuthError::AlgNotAllowed),
+    };
+    for key in keys {
+        match entry.policy.verify(token, header.alg, key) {
+            Err(AuthError::BadSignature) => continue,
+            // Claim errors come after a good signature: no other key would help.
+            other => return other,
+        }
+    }
+    Err(AuthError::BadSignature)
+}
+
+fn build(policy: &jwt::Policy, claims: Value, fingerprint: String) -> VerifiedToken {
+    let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    VerifiedToken {
+        issuer_id: policy.id.clone(),
+        iss: string("iss"),
+        sub: string("sub"),
+        jti: string("jti"),
+        iat: jwt::numeric_date(&claims, "iat"),
+        exp: jwt::numeric_date(&claims, "exp"),
+        leeway: policy.leeway,
+        fingerprint,
+        claims,
+    }
+}
+
+fn endpoint(cfg: &IssuerConfig) -> Result<Endpoint, AuthSetupError> {
+    let remote_err = |reason: String| AuthSetupError::Remote {
+        issuer: cfg.id.clone(),
+        reason,
+    };
+    let endpoint = match &cfg.keys {
+        KeySource::JwksUrl(url) => Endpoint::Jwks(url.clone()),
+        KeySource::Discovery => match &cfg.issuer {
+            Some(issuer) => Endpoint::Discovery(issuer.clone()),
+            None => return Err(remote_err("discovery needs `issuer`".into())),
+        },
+        KeySource::Secret(_) | KeySource::PublicKey(_) | KeySource::JwksFile(_) => {
+            return Err(remote_err("not a remote key source".into()))
+        }
+    };
+    let url = match &endpoint {
+        Endpoint::Jwks(url) | Endpoint::Discovery(url) => url,
+    };
+    fetch::check_url(url).map_err(|e| remote_err(format!("{url}: {e}")))?;
+    Ok(endpoint)
+}
+
+/// Trust for fetching key sets: the issuer's `ca`, else the system roots
+/// (loaded once per [`Authenticator`], only if some issuer needs them).
+fn tls_config(
+    cfg: &IssuerConfig,
+    native: &mut Option<Arc<rustls::RootCertStore>>,
+) -> Result<Arc<rustls::ClientConfig>, AuthSetupError> {
+    let roots = match &cfg.ca {
+        Some(path) => Arc::new(load_ca(&cfg.id, path)?),
+        None => native
+            .get_or_insert_with(|| {
+                let loaded = rustls_native_certs::load_native_certs();
+                let mut store = rustls::RootCertStore::empty();
+                store.add_parsable_certificates(loaded.certs);
+                Arc::new(store)
+            })
+            .clone(),
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AuthSetupError::Remote {
+            issuer: cfg.id.clone(),
+            reason: format!("TLS setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_ca(issuer: &str, path: &Path) -> Result<rustls::RootCertStore, AuthSetupError> {
+    let err = |reason: String| AuthSetupError::Ca {
+        issuer: issuer.to_owned(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        store.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    if store.is_empty() {
+        return Err(err("no certificate found".into()));
+    }
+    Ok(store)
+}

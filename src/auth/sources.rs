@@ -1,0 +1,369 @@
+//! Where tokens are found on the request (CONTRACT `token_sources`), and how
+//! the token is removed before the request goes upstream.
+//!
+//! Ambiguity is never resolved by guessing: a request with more than one
+//! `Authorization` header yields no token from the `header` source (the
+//! handshake then answers "missing token", or a later source may match).
+
+use http::header::{AUTHORIZATION, COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Uri};
+use percent_encoding::percent_decode_str;
+
+use super::jwt::looks_like_jws;
+use crate::config::TokenSource;
+
+/// A first message larger than this is not even parsed.
+const MAX_FIRST_MESSAGE: usize = 64 * 1024;
+
+/// A token and the source it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Found {
+    pub token: String,
+    pub source: TokenSource,
+}
+
+// The token must never reach a log line through `{:?}`.
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Found")
+            .field("token", &super::fingerprint(&self.token))
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// Tries the sources in order on the request head; `FirstMessage` is skipped
+/// (the caller handles it after the 101).
+pub fn extract(sources: &[TokenSource], parts: &Parts) -> Option<Found> {
+    sources.iter().find_map(|source| {
+        let token = match source {
+            TokenSource::Header => from_header(&parts.headers),
+            TokenSource::Subprotocol => split_subprotocols(&parts.headers).0,
+            TokenSource::Query(name) => from_query(&parts.uri, name),
+            TokenSource::Cookie(name) => from_cookie(&parts.headers, name),
+            TokenSource::FirstMessage => None,
+        }?;
+        Some(Found {
+            token,
+            source: source.clone(),
+        })
+    })
+}
+
+/// Removes the token from the request before it is forwarded upstream.
+pub fn strip(parts: &mut Parts, found: &Found) {
+    match &found.source {
+        TokenSource::Header => {
+            parts.headers.remove(AUTHORIZATION);
+        }
+        TokenSource::Subprotocol => {
+            let (_, app) = split_subprotocols(&parts.headers);
+            parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
+            if !app.is_empty() {
+                if let Ok(value) = HeaderValue::from_str(&app.join(", ")) {
+                    parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+                }
+            }
+        }
+        TokenSource::Query(name) => {
+            if let Some(uri) = without_query_param(&parts.uri, name) {
+                parts.uri = uri;
+            }
+        }
+        TokenSource::Cookie(name) => strip_cookie(&mut parts.headers, name),
+        TokenSource::FirstMessage => {}
+    }
+}
+
+/// Splits the offered subprotocols: the token if the list has `bearer`
+/// followed by a JWT, and the application protocols in order. A `bearer`
+/// not followed by a JWT is kept as an ordinary protocol name.
+pub fn split_subprotocols(headers: &HeaderMap) -> (Option<String>, Vec<String>) {
+    let offered: Vec<&str> = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut token = None;
+    let mut app = Vec::with_capacity(offered.len());
+    let mut i = 0;
+    while i < offered.len() {
+        let item = offered[i];
+        let next = offered.get(i + 1).copied();
+        if token.is_none() && item.eq_ignore_ascii_case("bearer") {
+            if let Some(jwt) = next.filter(|n| looks_like_jws(n)) {
+                token = Some(jwt.to_owned());
+                i += 2;
+                continue;
+            }
+        }
+        app.push(item.to_owned());
+        i += 1;
+    }
+    (token, app)
+}
+
+/// `{"token": ".."}` or `{"jwt": ".."}` → the token (`token` wins when both).
+pub fn parse_first_message(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Auth {
+        token: Option<String>,
+        jwt: Option<String>,
+    }
+    if text.len() > MAX_FIRST_MESSAGE {
+        return None;
+    }
+    let auth: Auth = serde_json::from_str(text).ok()?;
+    auth.token.or(auth.jwt).filter(|t| !t.is_empty())
+}
+
+fn from_header(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim();
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+fn decode(raw: &str) -> Option<String> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+fn from_query(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(key)? == name).then(|| decode(value))?
+        })
+        .find(|v| !v.is_empty())
+}
+
+/// The URI without any `name=...` pair (every occurrence: none may leak);
+/// the other pairs keep their order and their original encoding.
+fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
+    let query = uri.query()?;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            decode(key).as_deref() != Some(name)
+        })
+        .collect();
+    let path_and_query = if kept.is_empty() {
+        uri.path().to_owned()
+    } else {
+        format!("{}?{}", uri.path(), kept.join("&"))
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+fn cookie_pairs(value: &str) -> impl Iterator<Item = (&str, &str)> {
+    value.split(';').filter_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        Some((k.trim(), v.trim()))
+    })
+}
+
+fn from_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie_pairs)
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k).trim() != name)
+        .map(str::to_owned)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn all() -> Vec<TokenSource> {
+        vec![
+            TokenSource::Header,
+            TokenSource::Subprotocol,
+            TokenSource::Query("access_token".into()),
+            TokenSource::Cookie("access_token".into()),
+            TokenSource::FirstMessage,
+        ]
+    }
+
+    #[test]
+    fn header_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER   abc "] {
+            let found = extract(&all(), &parts("/", &[("authorization", v)])).unwrap();
+            assert_eq!(
+                (found.token.as_str(), found.source),
+                ("abc", TokenSource::Header)
+            );
+        }
+        assert!(extract(&all(), &parts("/", &[("authorization", "Basic abc")])).is_none());
+        assert!(extract(&all(), &parts("/", &[("authorization", "Bearer ")])).is_none());
+    }
+
+    #[test]
+    fn two_authorization_headers_give_no_header_token() {
+        let p = parts(
+            "/?access_token=q",
+            &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
+        );
+        assert!(extract(&[TokenSource::Header], &p).is_none());
+        assert_eq!(
+            extract(&all(), &p).unwrap().token,
+            "q",
+            "a later source may still match"
+        );
+    }
+
+    #[test]
+    fn order_is_respected() {
+        let p = parts("/?access_token=q", &[("authorization", "Bearer h")]);
+        let q_first = [
+            TokenSource::Query("access_token".into()),
+            TokenSource::Header,
+        ];
+        assert_eq!(extract(&q_first, &p).unwrap().token, "q");
+        assert_eq!(extract(&all(), &p).unwrap().token, "h");
+        assert!(extract(&[TokenSource::FirstMessage], &p).is_none());
+    }
+
+    #[test]
+    fn query_is_decoded_and_stripped_keeping_the_rest() {
+        let mut p = parts("/ws?a=1&access_token=x%2Ey&b=2&access_token=z", &[]);
+        let found = extract(&all(), &p).unwrap();
+        assert_eq!(found.token, "x.y");
+        strip(&mut p, &found);
+        assert_eq!(p.uri.to_string(), "/ws?a=1&b=2");
+        let mut p = parts("/ws?access_token=x", &[]);
+        let found = extract(&all(), &p).unwrap();
+        strip(&mut p, &found);
+        assert_eq!(p.uri.to_string(), "/ws");
+    }
+
+    #[test]
+    fn cookie_is_found_and_stripped_keeping_the_rest() {
+        let mut p = parts(
+            "/",
+            &[("cookie", "a=1; access_token=\"tok\""), ("cookie", "b=2")],
+        );
+        let found = extract(&all(), &p).unwrap();
+        assert_eq!(found.token, "tok");
+        strip(&mut p, &found);
+        assert_eq!(p.headers.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut p = parts("/", &[("cookie", "access_token=tok")]);
+        let found = extract(&all(), &p).unwrap();
+        strip(&mut p, &found);
+        assert!(p.headers.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn subprotocols_split_and_strip() {
+        let offered = format!("chat.v1, bearer, {JWT}, chat.v2");
+        let mut p = parts("/", &[("sec-websocket-protocol", offered.as_str())]);
+        let (tok, app) = split_subprotocols(&p.headers);
+        assert_eq!(tok.as_deref(), Some(JWT));
+        assert_eq!(app, ["chat.v1", "chat.v2"]);
+        let found = extract(&all(), &p).unwrap();
+        assert_eq!(found.source, TokenSource::Subprotocol);
+        strip(&mut p, &found);
+        assert_eq!(
+            p.headers.get(SEC_WEBSOCKET_PROTOCOL).unwrap(),
+            "chat.v1, chat.v2"
+        );
+
+        let p = parts("/", &[("sec-websocket-protocol", "jwt, v1.jwt")]);
+        assert_eq!(
+            split_subprotocols(&p.headers),
+            (None, vec!["jwt".into(), "v1.jwt".into()])
+        );
+        let p = parts("/", &[("sec-websocket-protocol", "bearer")]);
+        assert_eq!(
+            split_subprotocols(&p.headers),
+            (None, vec!["bearer".into()])
+        );
+
+        let mut p = parts(
+            "/",
+            &[
+                ("sec-websocket-protocol", "bearer"),
+                ("sec-websocket-protocol", JWT),
+            ],
+        );
+        let found = extract(&all(), &p).unwrap();
+        strip(&mut p, &found);
+        assert!(p.headers.get(SEC_WEBSOCKET_PROTOCOL).is_none());
+    }
+
+    #[test]
+    fn header_strip() {
+        let mut p = parts("/", &[("authorization", "Bearer abc"), ("x-other", "1")]);
+        let found = extract(&all(), &p).unwrap();
+        strip(&mut p, &found);
+        assert!(p.headers.get(AUTHORIZATION).is_none());
+        assert!(p.headers.get("x-other").is_some());
+        assert!(!format!("{found:?}").contains("abc"));
+    }
+
+    #[test]
+    fn first_message() {
+        assert_eq!(
+            parse_first_message(r#"{"token":"a"}"#).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            parse_first_message(r#"{"jwt":"b","x":1}"#).as_deref(),
+            Some("b")
+        );
+        assert_eq!(parse_first_message(r#"{"jwt":5}"#), None);
+        assert_eq!(parse_first_message(r#"{"token":""}"#), None);
+        assert_eq!(parse_first_message("hello"), None);
+        assert_eq!(parse_first_message("{}"), None);
+    }
+}
