@@ -331,8 +331,10 @@ fn check_host_name(name: &str) -> Result<(), PatternProblem> {
     Ok(())
 }
 
+/// Loose on purpose (the address is only compared, never connected to), but
+/// at least two colons, so `cafe:80` reads as a name with a port.
 fn is_ipv6_text(addr: &str) -> bool {
-    addr.contains(':')
+    addr.matches(':').count() >= 2
         && addr
             .bytes()
             .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))

@@ -105,3 +105,109 @@ fn first_value_wins_for_a_repeated_param_name() {
     p.push("a", "2");
     assert_eq!(p.get("a"), Some("1"));
 }
+
+/// xorshift: deterministic, no dependency, good enough to shake parsers.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn noise(state: &mut u64) -> String {
+    const PIECES: &[&str] = &[
+        "/",
+        "/",
+        "a",
+        ".",
+        "..",
+        "%",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "%00",
+        "%c3",
+        "%a9",
+        "%ff",
+        "{",
+        "}",
+        "{{",
+        "x}",
+        "claims.",
+        ";",
+        ":",
+        "[",
+        "]",
+        "*",
+        "\\",
+        "\u{e9}",
+        "\u{1F600}",
+        "\r",
+        "\n",
+        " ",
+        "?",
+        "#",
+        "%25",
+        "9",
+        "F",
+        "-",
+    ];
+    let len = next(state) % 24;
+    (0..len)
+        .map(|_| PIECES[(next(state) % PIECES.len() as u64) as usize])
+        .collect()
+}
+
+#[test]
+fn arbitrary_input_never_panics_and_accepted_paths_are_clean() {
+    let mut state = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..20_000 {
+        let input = noise(&mut state);
+        let _ = normalize_host(&input);
+        let _ = HostPattern::parse(&input);
+        let _ = PathPattern::parse(&input);
+        if let Ok(tpl) = Template::parse(&input) {
+            let p: Params = [("a", input.as_str())].into_iter().collect();
+            let _ = tpl.render(&serde_json::json!({"a": [input.clone()]}), &p);
+            let _ = tpl.render_path(&p);
+        }
+        if let Ok(path) = parse_request_path(&input) {
+            let segments = path.segments();
+            for (i, s) in segments.iter().enumerate() {
+                assert!(s != "." && s != "..", "{input:?}");
+                assert!(
+                    !s.contains('\\') && !s.chars().any(char::is_control),
+                    "{input:?}"
+                );
+                assert!(!s.is_empty() || i + 1 == segments.len(), "{input:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn rendered_path_param_reparses_as_the_same_single_segment() {
+    let mut state = 0x2545_F491_4F6C_DD1D;
+    let tpl = Template::parse("/ws/{v}").expect("valid template");
+    for _ in 0..20_000 {
+        let value = noise(&mut state);
+        // Values a request path could have produced: non-empty, no controls.
+        if value.is_empty() || value.chars().any(char::is_control) || value.contains('\\') {
+            continue;
+        }
+        let p: Params = [("v", value.as_str())].into_iter().collect();
+        let rendered = tpl.render_path(&p);
+        let parsed = parse_request_path(&rendered);
+        let Ok(parsed) = parsed else {
+            // Only values that are themselves dot-like may be refused.
+            let head = value.split(';').next().unwrap_or("");
+            assert!(
+                head.chars().all(|c| c == '.' || c == ' '),
+                "{value:?} -> {rendered:?}"
+            );
+            continue;
+        };
+        assert_eq!(parsed.segments(), ["ws", value.as_str()], "{rendered:?}");
+    }
+}

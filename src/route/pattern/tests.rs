@@ -417,3 +417,9 @@ fn malformed_host_patterns_are_errors() {
     assert_eq!(host_problem("a..com"), PatternProblem::EmptyLabel);
     assert_eq!(host_problem("*..com"), PatternProblem::EmptyLabel);
 }
+
+#[test]
+fn host_pattern_with_one_colon_is_a_port_not_ipv6() {
+    assert_eq!(host_problem("cafe:80"), PatternProblem::HostWithPort);
+    assert_eq!(normalize_host("cafe:80").as_deref(), Some("cafe"));
+}
