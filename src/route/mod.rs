@@ -9,6 +9,20 @@
 //! [`RouteTable`] returns the *first* matching entry in file order, as the
 //! CONTRACT promises: an operator reads the file top to bottom and the first
 //! route that fits is the one that applies.
+//!
+//! The handshake uses it in this order: [`parse_request_path`] on the
+//! request-target's path (an error is a 400), [`RouteTable::find`] with the
+//! `Host` header (`None` is a 404), [`Rules::check`] on the verified claims
+//! with the match's [`Params`] (an error is a 403), then [`Template::render`]
+//! for each forwarded header (refuse a value that fails
+//! [`is_safe_header_value`]) and [`Template::render_path`] for an upstream
+//! path rewrite.
+//!
+//! Config validation can check ahead of time what would only fail at a
+//! handshake: [`PathPattern::param_names`] against each template's and each
+//! `require` value's [`Template::placeholders`] (a `{name}` the path does not
+//! bind makes its rule always fail), and `{claims.x}` in `upstream.path`,
+//! which renders as nothing there.
 
 pub mod pattern;
 pub mod require;
