@@ -72,6 +72,10 @@ impl VerifyCache {
         self.map.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Drops stale and expired entries; if the map is still full, drops an
     /// arbitrary eighth of it (cheap, and good enough for a cache whose misses
     /// only cost a signature check).

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{IssuerConfig, KeySource};
@@ -139,9 +139,15 @@ pub struct Authenticator {
     issuers: Vec<IssuerEntry>,
     cache: cache::VerifyCache,
     tasks: TaskTracker,
-    /// Stops the refreshers when this authenticator is dropped (a reload
-    /// replaced it) even if the process-wide shutdown has not fired.
-    _stop: DropGuard,
+    /// Stops the refreshers: on [`Authenticator::stop`], on drop, or with the
+    /// process-wide shutdown (it is a child of that token).
+    stop: CancellationToken,
+}
+
+impl Drop for Authenticator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 struct IssuerEntry {
@@ -247,7 +253,7 @@ impl Authenticator {
             issuers: entries,
             cache: cache::VerifyCache::new(CACHE_CAPACITY, CACHE_TTL),
             tasks,
-            _stop: stop.drop_guard(),
+            stop,
         }))
     }
 
@@ -258,6 +264,12 @@ impl Authenticator {
             .filter(|e| e.keys.snapshot().is_none_or(|s| s.is_empty()))
             .map(|e| e.policy.id.clone())
             .collect()
+    }
+
+    /// Stops refreshing remote key sets (a reload replaced this authenticator).
+    /// Sets already loaded stay usable.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// The background refreshers, for a caller that wants to await their end.
