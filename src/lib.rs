@@ -5,22 +5,38 @@
 //!
 //! A connection moves through the modules in this order:
 //!
-//! - [`listener`]: accept loop per listener, TLS termination, the HTTP/1.1
-//!   connection and its `handshake_timeout`.
+//! - [`listener`]: accept loop per listener, TLS termination ([`tls`]), the
+//!   HTTP/1.1 connection and its `handshake_timeout`.
 //! - [`handshake`]: one request from route lookup to `101 Switching Protocols`:
 //!   route → upgrade checks → token → verify → rules → limits → upstream.
 //! - [`route`]: the route table (host/path patterns), the `require` rule engine
 //!   and the `{claims.x}` / `{param}` templates. Pure functions.
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
-//! - [`proxy`]: the upstream connection and the frame pump.
+//! - [`proxy`]: the upstream connection, the frame pump, in-band refresh.
 //! - [`session`]: the registry of live sessions and the close-reason table.
-//! - [`revocation`]: revocation entries and their stores (memory, file, redis).
+//! - [`revocation`]: revocation entries and their stores.
 //! - [`admin`]: health, metrics and the admin API.
 //!
-//! [`app`] wires them together; [`config`] turns `gateway.yaml` into a
-//! validated [`config::Config`] before anything is bound.
+//! [`app`] wires them together over the swappable [`state`]; [`config`] turns
+//! `gateway.yaml` into a validated [`config::Config`] before anything is bound.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod handshake;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod reload;
+pub mod revocation;
 pub mod route;
+pub mod session;
+pub mod signals;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+pub mod token_cmd;

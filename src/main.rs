@@ -1,1 +1,79 @@
-fn main(){}
+//! `wsgate run | check | token`: parse the command line, load the config,
+//! hand over to the library, and map failures to exit code 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use wsgate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(c) => match wsgate::config::load(&c.config) {
+            Ok(cfg) => {
+                println!("{}", wsgate::config::summary(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Token(t) => match token(&t) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wsgate token: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(c) => {
+            let cfg = match wsgate::config::load(&c.config) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("wsgate: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(wsgate::app::serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wsgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `wsgate token`: the config supplies the issuer (and its secret).
+fn token(t: &wsgate::cli::TokenArgs) -> anyhow::Result<String> {
+    let cfg = wsgate::config::load(&t.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ttl = wsgate::config::units::parse_duration(&t.ttl)
+        .map_err(|e| anyhow::anyhow!("--ttl {}: {e}", t.ttl))?;
+    let claims = t
+        .claims
+        .iter()
+        .map(|c| wsgate::token_cmd::parse_claim_arg(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(wsgate::token_cmd::mint(
+        &cfg,
+        &t.issuer,
+        &t.sub,
+        &claims,
+        ttl,
+        t.key.as_deref(),
+    )?)
+}

@@ -1,0 +1,248 @@
+//! Wiring: [`App::build`] turns a validated [`Config`] into bound sockets and
+//! the shared [`Gateway`]; [`App::run`] serves until the shutdown future
+//! resolves, then closes every session with 1001 within `shutdown_grace`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthSetupError, Authenticator, VerifiedToken};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::revocation::RevocationList;
+use crate::session::{CloseReason, Registry};
+use crate::state::{BuildError, State};
+use crate::tls::{CertResolver, CertStore, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("listeners[{index}].tls: {source}")]
+    Tls {
+        index: usize,
+        #[source]
+        source: TlsError,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// State shared by every connection, session and the admin API.
+pub struct Gateway {
+    pub state: ArcSwap<State>,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    pub revocations: Arc<RevocationList>,
+    /// Cancelled when shutdown begins.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    listeners_up: AtomicBool,
+    /// TLS certificate resolvers per listener, replaced on reload.
+    pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
+}
+
+impl Gateway {
+    pub fn is_revoked(&self, token: &VerifiedToken) -> bool {
+        self.revocations.is_revoked(token)
+    }
+
+    /// `/readyz`: listeners up and every issuer has keys.
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
+            return (false, "listeners not serving".to_owned());
+        }
+        let missing = self.state.load().auth.issuers_without_keys();
+        if !missing.is_empty() {
+            return (
+                false,
+                format!("issuers without keys: {}", missing.join(", ")),
+            );
+        }
+        (true, String::new())
+    }
+}
+
+struct Bound {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+pub struct App {
+    gw: Arc<Gateway>,
+    listeners: Vec<Bound>,
+    admin: Option<TcpListener>,
+    demo: Option<TcpListener>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+impl App {
+    /// Builds everything and binds every socket; nothing is served yet.
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let shutdown = CancellationToken::new();
+        let auth_stop = shutdown.child_token();
+        let auth = Authenticator::new(&config.issuers, auth_stop.clone()).await?;
+        let config = Arc::new(config);
+        let state = State::build(Arc::clone(&config), auth, auth_stop)?;
+
+        let mut listeners = Vec::new();
+        let mut cert_resolvers = Vec::new();
+        for (index, l) in config.listeners.iter().enumerate() {
+            let tls = match &l.tls {
+                None => {
+                    cert_resolvers.push(None);
+                    None
+                }
+                Some(t) => {
+                    let tls_err = |source| AppError::Tls { index, source };
+                    let resolver = CertResolver::new(CertStore::load(t).map_err(tls_err)?);
+                    let server =
+                        crate::tls::server_config(t, Arc::clone(&resolver)).map_err(tls_err)?;
+                    cert_resolvers.push(Some(resolver));
+                    Some(TlsAcceptor::from(server))
+                }
+            };
+            listeners.push(Bound {
+                listener: bind(l.bind).await?,
+                tls,
+            });
+        }
+        let admin = match &config.admin {
+            Some(a) => Some(bind(a.bind).await?),
+            None => None,
+        };
+        let demo = match &config.demo {
+            Some(d) => Some(bind(d.echo_bind).await?),
+            None => None,
+        };
+        let gw = Arc::new(Gateway {
+            state: ArcSwap::from_pointee(state),
+            registry: Registry::new(),
+            metrics: Metrics::new(),
+            revocations: RevocationList::new(),
+            shutdown,
+            sessions: TaskTracker::new(),
+            listeners_up: AtomicBool::new(false),
+            cert_resolvers,
+        });
+        Ok(Self {
+            gw,
+            listeners,
+            admin,
+            demo,
+        })
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gw
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let gw = self.gw;
+        let conns = TaskTracker::new();
+        let accept_cancel = gw.shutdown.child_token();
+        let mut accept_loops = Vec::new();
+        for b in self.listeners {
+            if let Ok(addr) = b.listener.local_addr() {
+                tracing::info!(addr = %addr, tls = b.tls.is_some(), "listener ready");
+            }
+            accept_loops.push(tokio::spawn(crate::listener::serve(
+                Arc::clone(&gw),
+                b.listener,
+                b.tls,
+                conns.clone(),
+                accept_cancel.clone(),
+            )));
+        }
+        if let Some(l) = self.admin {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(addr = %addr, "admin listener ready");
+            }
+            accept_loops.push(tokio::spawn(crate::admin::serve(
+                Arc::clone(&gw),
+                l,
+                conns.clone(),
+                accept_cancel.clone(),
+            )));
+        }
+        let demo_tasks = TaskTracker::new();
+        if let Some(l) = self.demo {
+            if let Ok(addr) = l.local_addr() {
+                tracing::info!(addr = %addr, "demo echo upstream ready");
+            }
+            accept_loops.push(tokio::spawn(crate::demo::serve(
+                l,
+                demo_tasks.clone(),
+                accept_cancel.clone(),
+            )));
+        }
+        gw.listeners_up.store(true, Ordering::Release);
+        let missing = gw.state.load().auth.issuers_without_keys();
+        if !missing.is_empty() {
+            tracing::warn!(issuers = ?missing, "issuers without keys yet: their tokens are refused until keys arrive");
+        }
+
+        shutdown.await;
+        let grace = gw.state.load().config.limits.shutdown_grace;
+        tracing::info!(
+            sessions = gw.registry.len(),
+            grace_ms = grace.as_millis() as u64,
+            "shutting down"
+        );
+        gw.listeners_up.store(false, Ordering::Release);
+        // Stop accepting first, then end every session with 1001. The demo
+        // upstream stays up until the sessions through it have closed.
+        accept_cancel.cancel();
+        for h in accept_loops {
+            let _ = h.await;
+        }
+        gw.shutdown.cancel();
+        gw.registry.close_all(CloseReason::Shutdown);
+        gw.sessions.close();
+        conns.close();
+        let drained = tokio::time::timeout(grace, async {
+            gw.sessions.wait().await;
+            conns.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = gw.registry.len(),
+                "shutdown grace elapsed; exiting with sessions still open"
+            );
+        }
+        demo_tasks.close();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(200), demo_tasks.wait()).await;
+        tracing::info!("stopped");
+    }
+}
+
+/// `wsgate run`: logging, build, serve until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<(), AppError> {
+    crate::telemetry::init(&config.log);
+    let app = App::build(config).await?;
+    crate::signals::spawn_reload(Arc::clone(app.gateway()));
+    app.run(crate::signals::shutdown()).await;
+    Ok(())
+}

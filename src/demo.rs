@@ -1,0 +1,58 @@
+//! A built-in echo upstream (`demo: { echo: "127.0.0.1:9001" }`), so the
+//! shipped `gateway.yaml` can be tried with no other service. It is a real
+//! WebSocket server on its own socket: the gateway reaches it exactly as it
+//! would reach any upstream.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub async fn serve(listener: TcpListener, tasks: TaskTracker, cancel: CancellationToken) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => continue,
+            },
+        };
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            // Selects the first offered subprotocol, like most app servers.
+            let pick = |req: &Request, mut resp: Response| {
+                if let Some(first) = req
+                    .headers()
+                    .get("sec-websocket-protocol")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split(',').next())
+                    .and_then(|p| p.trim().parse().ok())
+                {
+                    resp.headers_mut().insert("sec-websocket-protocol", first);
+                }
+                Ok(resp)
+            };
+            let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, pick).await else {
+                return;
+            };
+            loop {
+                let msg = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    m = ws.next() => m,
+                };
+                match msg {
+                    Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                        if ws.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                }
+            }
+            let _ = ws.close(None).await;
+        });
+    }
+}

@@ -1,0 +1,179 @@
+//! From an accepted handshake to a running session: registration (limits),
+//! the spawned pump task, and the short-lived task that answers a refused
+//! handshake with a close (`reject: close`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::{Accepted, ConnInfo, Reject};
+use crate::app::Gateway;
+use crate::proxy::pump::{self, PumpSettings};
+use crate::proxy::refresh::Refresher;
+use crate::proxy::upstream::Connected;
+use crate::session::{SessionGuard, SessionHandle, SlotError};
+use crate::state::ws_config;
+
+/// Takes a global slot and registers the session (per-subject limit checked
+/// atomically with the insert).
+pub(crate) fn register(
+    gw: &Arc<Gateway>,
+    accepted: &Accepted,
+    conn: &ConnInfo,
+) -> Result<SessionGuard, Reject> {
+    let state = gw.state.load();
+    let slot = gw
+        .registry
+        .reserve(state.config.limits.max_sessions)
+        .map_err(|_| Reject::GlobalLimit)?;
+    let token = accepted.token.clone();
+    let subject = token.as_ref().and_then(|t| {
+        let iss = t.iss.clone().unwrap_or_else(|| t.issuer_id.clone());
+        t.sub.clone().map(|sub| (iss, sub))
+    });
+    let handle = Arc::new(SessionHandle::new(
+        gw.registry.next_id(),
+        Arc::clone(&accepted.route.id),
+        conn.remote,
+        accepted.params.clone(),
+        token.clone(),
+        token.as_ref().and_then(|t| t.exp),
+    ));
+    gw.registry
+        .register(
+            handle,
+            subject,
+            accepted.route.cfg.limits.max_sessions_per_subject,
+            slot,
+        )
+        .map_err(|e| match e {
+            SlotError::Global => Reject::GlobalLimit,
+            SlotError::Subject => Reject::SubjectLimit,
+        })
+}
+
+/// Runs the session once hyper hands over the upgraded client connection.
+pub(crate) fn spawn(
+    gw: &Arc<Gateway>,
+    accepted: Accepted,
+    guard: SessionGuard,
+    connected: Connected,
+    on_upgrade: OnUpgrade,
+) {
+    let gw2 = Arc::clone(gw);
+    gw.sessions.spawn(async move {
+        let client = match on_upgrade.await {
+            Ok(upgraded) => {
+                WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(accepted.route.ws_config),
+                )
+                .await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "client upgrade failed");
+                return;
+            }
+        };
+        run(&gw2, accepted, guard, client, connected).await;
+    });
+}
+
+/// The pump, with the bookkeeping around it.
+pub(crate) async fn run<C>(
+    gw: &Arc<Gateway>,
+    accepted: Accepted,
+    guard: SessionGuard,
+    client: C,
+    connected: Connected,
+) where
+    C: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
+        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
+        + Unpin,
+{
+    let route = &accepted.route;
+    let handle = Arc::clone(guard.handle());
+    let metrics = gw.metrics.for_session(&route.id);
+    metrics.active.inc();
+    let settings = PumpSettings {
+        close_on_expiry: route.cfg.session.close_on_expiry,
+        idle_timeout: route.cfg.session.idle_timeout,
+    };
+    let refresher = route.cfg.session.refresh.then(|| {
+        Refresher::new(
+            Arc::clone(gw),
+            Arc::clone(route),
+            accepted.params.clone(),
+            Arc::clone(&handle),
+        )
+    });
+    // Shutdown may have begun while this session was being set up.
+    if gw.shutdown.is_cancelled() {
+        handle.close(crate::session::CloseReason::Shutdown);
+    }
+    let started = tokio::time::Instant::now();
+    let reason = pump::run(
+        client,
+        connected.ws,
+        &handle,
+        &settings,
+        &metrics,
+        refresher.as_ref().map(|r| r as &dyn pump::Interceptor),
+    )
+    .await;
+    metrics.active.dec();
+    gw.metrics.session_closed(&route.id, reason.metric_label());
+    let to_client = reason.to_client();
+    tracing::info!(
+        route = %route.id, session = handle.id, remote = %handle.remote_addr,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason = reason.metric_label(),
+        client_code = to_client.as_ref().map(|c| c.code),
+        client_reason = to_client.as_ref().map(|c| c.reason.as_str()),
+        "session closed"
+    );
+    drop(connected.lease);
+    drop(guard);
+}
+
+/// `reject: close`: completes the client's handshake only to close it at
+/// once with the refusal's code and reason, which a browser can read.
+pub(crate) fn spawn_refusal(gw: &Arc<Gateway>, on_upgrade: OnUpgrade, code: u16, reason: String) {
+    gw.sessions.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(64 * 1024)),
+        )
+        .await;
+        close_now(ws, code, reason).await;
+    });
+}
+
+/// Sends a close frame and waits briefly for the peer's answer.
+pub(crate) async fn close_now<S>(mut ws: S, code: u16, reason: String)
+where
+    S: futures_util::Sink<Message> + futures_util::Stream + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            while ws.next().await.is_some() {}
+        })
+        .await;
+    }
+}

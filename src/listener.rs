@@ -1,0 +1,106 @@
+//! Accept loops: one per configured listener. Each connection gets TLS (when
+//! configured) and an HTTP/1.1 connection with upgrades, both bounded by
+//! `limits.handshake_timeout` so half-sent requests cannot hold a socket.
+//! Accept errors (e.g. out of file descriptors) are logged and the loop goes
+//! on: one bad moment must not end the listener.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::Gateway;
+use crate::handshake::{self, ConnInfo};
+
+/// Request heads above this size get 431; a JWT plus ordinary headers fits.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Header lines above this count get 431.
+const MAX_HEADERS: usize = 128;
+
+pub async fn serve(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    conns: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (tcp, remote) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors: give closing sessions a moment.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let gw = Arc::clone(&gw);
+        let tls = tls.clone();
+        let cancel = cancel.clone();
+        conns.spawn(async move {
+            let timeout = gw.state.load().config.limits.handshake_timeout;
+            let info = ConnInfo {
+                remote,
+                tls: tls.is_some(),
+            };
+            match tls {
+                None => serve_http(gw, tcp, info, timeout, cancel).await,
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => serve_http(gw, stream, info, timeout, cancel).await,
+                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+}
+
+async fn serve_http<S>(
+    gw: Arc<Gateway>,
+    io: S,
+    info: ConnInfo,
+    timeout: Duration,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let gw = Arc::clone(&gw);
+        let info = info.clone();
+        async move { Ok::<_, std::convert::Infallible>(handshake::handle(gw, info, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = cancel.cancelled() => {
+            // Let an in-flight request finish, then close; bounded by the
+            // caller's shutdown grace.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Prometheus metrics, named as in the CONTRACT. Labels are closed enums so a
+//! typo cannot invent a new series; the hot path holds pre-resolved handles
+//! (see [`SessionMetrics`]) so a relayed message costs two atomic adds.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// `outcome` label of `wsgate_handshakes_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    ok,
+    unauthorized,
+    forbidden,
+    not_found,
+    rate_limited,
+    upstream_error,
+    bad_request,
+}
+
+/// `direction` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    to_upstream,
+    to_client,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    route: String,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    route: String,
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    route: String,
+    reason: &'static str,
+}
+
+fn handshake_histogram() -> Histogram {
+    // 100µs .. ~6.5s: covers a cached-token handshake and a slow upstream.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+/// All metrics of one gateway process.
+pub struct Metrics {
+    registry: Registry,
+    sessions_active: Family<RouteLabel, Gauge>,
+    handshakes: Family<OutcomeLabels, Counter>,
+    messages: Family<DirectionLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    closes: Family<CloseLabels, Counter>,
+    handshake_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let sessions_active = Family::<RouteLabel, Gauge>::default();
+        let handshakes = Family::<OutcomeLabels, Counter>::default();
+        let messages = Family::<DirectionLabels, Counter>::default();
+        let bytes = Family::<DirectionLabels, Counter>::default();
+        let closes = Family::<CloseLabels, Counter>::default();
+        let handshake_duration =
+            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                handshake_histogram,
+            );
+        registry.register(
+            "wsgate_sessions_active",
+            "Proxied WebSocket sessions currently open",
+            sessions_active.clone(),
+        );
+        // prometheus-client appends `_total` to counters.
+        registry.register(
+            "wsgate_handshakes",
+            "WebSocket handshakes by outcome",
+            handshakes.clone(),
+        );
+        registry.register(
+            "wsgate_messages",
+            "WebSocket messages relayed",
+            messages.clone(),
+        );
+        registry.register(
+            "wsgate_bytes",
+            "WebSocket payload bytes relayed",
+            bytes.clone(),
+        );
+        registry.register(
+            "wsgate_session_closes",
+            "Sessions ended, by reason",
+            closes.clone(),
+        );
+        registry.register(
+            "wsgate_handshake_duration_seconds",
+            "Time from request to 101 (or refusal)",
+            handshake_duration.clone(),
+        );
+        Self {
+            registry,
+            sessions_active,
+            handshakes,
+            messages,
+            bytes,
+            closes,
+            handshake_duration,
+        }
+    }
+
+    /// Route label for requests that matched no route.
+    pub const NO_ROUTE: &'static str = "";
+
+    pub fn handshake(&self, route: &str, outcome: Outcome, seconds: f64) {
+        self.handshakes
+            .get_or_create(&OutcomeLabels {
+                route: route.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.handshake_duration
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn session_closed(&self, route: &str, reason: &'static str) {
+        self.closes
+            .get_or_create(&CloseLabels {
+                route: route.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// Handles for one session's hot path, resolved once at session start.
+    pub fn for_session(&self, route: &str) -> SessionMetrics {
+        let dir = |direction| DirectionLabels {
+            route: route.to_owned(),
+            direction,
+        };
+        SessionMetrics {
+            active: self.sessions_active.get_or_create_owned(&RouteLabel {
+                route: route.to_owned(),
+            }),
+            msgs_up: self
+                .messages
+                .get_or_create_owned(&dir(Direction::to_upstream)),
+            msgs_down: self
+                .messages
+                .get_or_create_owned(&dir(Direction::to_client)),
+            bytes_up: self.bytes.get_or_create_owned(&dir(Direction::to_upstream)),
+            bytes_down: self.bytes.get_or_create_owned(&dir(Direction::to_client)),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Pre-resolved counters for one session (each is an `Arc` to an atomic).
+#[derive(Clone)]
+pub struct SessionMetrics {
+    pub active: Gauge,
+    pub msgs_up: Counter,
+    pub msgs_down: Counter,
+    pub bytes_up: Counter,
+    pub bytes_down: Counter,
+}
+
+impl SessionMetrics {
+    pub fn relayed(&self, direction: Direction, bytes: usize) {
+        let (m, b) = match direction {
+            Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
+            Direction::to_client => (&self.msgs_down, &self.bytes_down),
+        };
+        m.inc();
+        b.inc_by(bytes as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_metric_names_are_exposed() {
+        let m = Metrics::new();
+        m.handshake("chat", Outcome::ok, 0.01);
+        m.session_closed("chat", "expired");
+        let s = m.for_session("chat");
+        s.active.inc();
+        s.relayed(Direction::to_client, 10);
+        let text = m.encode();
+        for name in [
+            "wsgate_sessions_active{route=\"chat\"} 1",
+            "wsgate_handshakes_total{route=\"chat\",outcome=\"ok\"} 1",
+            "wsgate_messages_total{route=\"chat\",direction=\"to_client\"} 1",
+            "wsgate_bytes_total{route=\"chat\",direction=\"to_client\"} 10",
+            "wsgate_session_closes_total{route=\"chat\",reason=\"expired\"} 1",
+            "wsgate_handshake_duration_seconds_count{route=\"chat\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

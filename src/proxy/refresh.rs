@@ -1,0 +1,98 @@
+//! In-band token refresh (`session.refresh: true`): the client sends
+//! `{"type":"wsgate.refresh","token":"<jwt>"}`; the gateway takes the frame,
+//! verifies the token like a handshake would (signature, claims, revocation,
+//! the route's rules), requires the same `iss` and `sub`, and moves the
+//! session's expiry. The frame is never forwarded.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::app::Gateway;
+use crate::handshake::{self, Reject};
+use crate::proxy::pump::Interceptor;
+use crate::route::Params;
+use crate::session::SessionHandle;
+use crate::state::Route;
+
+pub struct Refresher {
+    gw: Arc<Gateway>,
+    route: Arc<Route>,
+    params: Params,
+    session: Arc<SessionHandle>,
+}
+
+#[derive(Deserialize)]
+struct RefreshMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+}
+
+impl Refresher {
+    pub fn new(
+        gw: Arc<Gateway>,
+        route: Arc<Route>,
+        params: Params,
+        session: Arc<SessionHandle>,
+    ) -> Self {
+        Self {
+            gw,
+            route,
+            params,
+            session,
+        }
+    }
+
+    async fn refresh(&self, token: String) -> String {
+        match self.try_refresh(&token).await {
+            Ok(exp) => serde_json::json!({"type": "wsgate.refreshed", "exp": exp}).to_string(),
+            Err(error) => {
+                serde_json::json!({"type": "wsgate.refresh_failed", "error": error}).to_string()
+            }
+        }
+    }
+
+    async fn try_refresh(&self, token: &str) -> Result<Option<i64>, &'static str> {
+        let state = self.gw.state.load_full();
+        let verified = handshake::verify(&self.gw, &state, &self.route, token)
+            .await
+            .map_err(|r| match r {
+                Reject::InvalidToken(d) => d,
+                _ => "invalid token",
+            })?;
+        let current = self.session.token();
+        let same = current.as_ref().is_some_and(|c| {
+            c.iss == verified.iss && c.sub == verified.sub && c.issuer_id == verified.issuer_id
+        });
+        if !same {
+            return Err("token is for another subject");
+        }
+        self.route
+            .rules
+            .check(&verified.claims, &self.params)
+            .map_err(|_| "forbidden")?;
+        let exp = verified.exp;
+        self.session.refresh(verified, exp);
+        Ok(exp)
+    }
+}
+
+impl Interceptor for Refresher {
+    fn intercept<'a>(
+        &'a self,
+        text: &str,
+    ) -> Option<Pin<Box<dyn Future<Output = String> + Send + 'a>>> {
+        // Cheap test first: most frames are application traffic.
+        if !text.contains("wsgate.refresh") {
+            return None;
+        }
+        let msg: RefreshMessage = serde_json::from_str(text).ok()?;
+        if msg.kind != "wsgate.refresh" {
+            return None;
+        }
+        Some(Box::pin(self.refresh(msg.token)))
+    }
+}

@@ -1,0 +1,204 @@
+//! The CONTRACT's session table as one exhaustive mapping: why a session ended
+//! decides what each side is told and which metric label is counted.
+
+/// Why a session ended. Every variant is a row of the contract's session table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame; it is passed on unchanged.
+    Client { code: u16, reason: String },
+    /// The upstream sent a close frame; it is passed on unchanged.
+    Upstream { code: u16, reason: String },
+    /// The client's connection ended without a close frame.
+    ClientLost,
+    /// The upstream's connection ended without a close frame.
+    UpstreamLost,
+    /// The token's `exp` passed.
+    Expired,
+    /// A revocation covered the session's token.
+    Revoked,
+    /// Killed through the admin API.
+    Terminated,
+    /// A reload made the route deny the session, or removed the route.
+    Policy,
+    /// No frame either way for `idle_timeout`.
+    Idle,
+    /// A message above `max_message_size`.
+    TooBig,
+    /// The gateway is shutting down.
+    Shutdown,
+}
+
+/// What one side receives: a close code and its reason text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrameSpec {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseFrameSpec {
+    fn new(code: u16, reason: &str) -> Self {
+        Self {
+            code,
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+/// Going away: what the upstream is told whenever the gateway ends a session.
+pub const GOING_AWAY: u16 = 1001;
+
+impl CloseReason {
+    /// The close frame the client receives; `None` when the client is gone.
+    pub fn to_client(&self) -> Option<CloseFrameSpec> {
+        match self {
+            CloseReason::Client { .. } | CloseReason::ClientLost => None,
+            CloseReason::Upstream { code, reason } => Some(CloseFrameSpec {
+                code: *code,
+                reason: reason.clone(),
+            }),
+            CloseReason::UpstreamLost => {
+                Some(CloseFrameSpec::new(1014, "upstream connection lost"))
+            }
+            CloseReason::Expired => Some(CloseFrameSpec::new(4401, "token expired")),
+            CloseReason::Revoked => Some(CloseFrameSpec::new(4403, "token revoked")),
+            CloseReason::Terminated => Some(CloseFrameSpec::new(4403, "session terminated")),
+            CloseReason::Policy => Some(CloseFrameSpec::new(4403, "access revoked by policy")),
+            CloseReason::Idle => Some(CloseFrameSpec::new(GOING_AWAY, "idle timeout")),
+            CloseReason::TooBig => Some(CloseFrameSpec::new(1009, "message too big")),
+            CloseReason::Shutdown => Some(CloseFrameSpec::new(GOING_AWAY, "gateway shutting down")),
+        }
+    }
+
+    /// The close frame the upstream receives; `None` when the upstream is gone.
+    pub fn to_upstream(&self) -> Option<CloseFrameSpec> {
+        match self {
+            CloseReason::Upstream { .. } | CloseReason::UpstreamLost => None,
+            CloseReason::Client { code, reason } => Some(CloseFrameSpec {
+                code: *code,
+                reason: reason.clone(),
+            }),
+            CloseReason::ClientLost => Some(CloseFrameSpec::new(GOING_AWAY, "client gone")),
+            CloseReason::Expired
+            | CloseReason::Revoked
+            | CloseReason::Terminated
+            | CloseReason::Policy
+            | CloseReason::Idle
+            | CloseReason::TooBig
+            | CloseReason::Shutdown => Some(CloseFrameSpec::new(GOING_AWAY, "")),
+        }
+    }
+
+    /// The `reason` label of `wsgate_session_closes_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            CloseReason::Client { .. } | CloseReason::ClientLost => "client",
+            CloseReason::Upstream { .. } => "upstream",
+            CloseReason::UpstreamLost => "upstream_lost",
+            CloseReason::Expired => "expired",
+            CloseReason::Revoked => "revoked",
+            CloseReason::Terminated => "terminated",
+            CloseReason::Policy => "policy",
+            CloseReason::Idle => "idle",
+            CloseReason::TooBig => "too_big",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row per line of the CONTRACT's session table.
+    #[test]
+    fn contract_session_table() {
+        let rows: [(CloseReason, Option<(u16, &str)>, Option<u16>, &str); 9] = [
+            (
+                CloseReason::Expired,
+                Some((4401, "token expired")),
+                Some(1001),
+                "expired",
+            ),
+            (
+                CloseReason::Revoked,
+                Some((4403, "token revoked")),
+                Some(1001),
+                "revoked",
+            ),
+            (
+                CloseReason::Terminated,
+                Some((4403, "session terminated")),
+                Some(1001),
+                "terminated",
+            ),
+            (
+                CloseReason::Policy,
+                Some((4403, "access revoked by policy")),
+                Some(1001),
+                "policy",
+            ),
+            (
+                CloseReason::UpstreamLost,
+                Some((1014, "upstream connection lost")),
+                None,
+                "upstream_lost",
+            ),
+            (
+                CloseReason::TooBig,
+                Some((1009, "message too big")),
+                Some(1001),
+                "too_big",
+            ),
+            (
+                CloseReason::Shutdown,
+                Some((1001, "gateway shutting down")),
+                Some(1001),
+                "shutdown",
+            ),
+            (
+                CloseReason::Idle,
+                Some((1001, "idle timeout")),
+                Some(1001),
+                "idle",
+            ),
+            (CloseReason::ClientLost, None, Some(1001), "client"),
+        ];
+        for (reason, client, upstream, label) in rows {
+            assert_eq!(
+                reason.to_client().map(|f| (f.code, f.reason)),
+                client.map(|(c, r)| (c, r.to_owned())),
+                "{reason:?}"
+            );
+            assert_eq!(reason.to_upstream().map(|f| f.code), upstream, "{reason:?}");
+            assert_eq!(reason.metric_label(), label);
+        }
+    }
+
+    #[test]
+    fn peer_close_is_passed_on_unchanged() {
+        let c = CloseReason::Client {
+            code: 4000,
+            reason: "bye".into(),
+        };
+        assert_eq!(
+            c.to_upstream(),
+            Some(CloseFrameSpec {
+                code: 4000,
+                reason: "bye".into()
+            })
+        );
+        assert_eq!(c.to_client(), None);
+        let u = CloseReason::Upstream {
+            code: 1000,
+            reason: "done".into(),
+        };
+        assert_eq!(
+            u.to_client(),
+            Some(CloseFrameSpec {
+                code: 1000,
+                reason: "done".into()
+            })
+        );
+        assert_eq!(u.to_upstream(), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! The registry of live sessions (dashmap), with an index by subject so that
+//! limits and revocations by `sub` never scan every session.
+//!
+//! Rule: no dashmap guard is held across an `.await` or while calling into
+//! another map, so shards never deadlock.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{CloseReason, SessionHandle, SessionId};
+
+/// Index key: (`iss` or issuer id, `sub`).
+type SubjectKey = (String, String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlotError {
+    #[error("global session limit reached")]
+    Global,
+    #[error("per-subject session limit reached")]
+    Subject,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: DashMap<SessionId, Arc<SessionHandle>>,
+    by_subject: DashMap<SubjectKey, Vec<SessionId>>,
+    next_id: AtomicU64,
+    /// Sessions plus handshakes holding a slot.
+    slots: AtomicUsize,
+}
+
+/// A reserved global slot: taken before the upstream is contacted so that a
+/// flood of handshakes cannot exceed `max_sessions` while they are in flight.
+pub struct Slot {
+    registry: Arc<Registry>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.registry.slots.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Unregisters its session when dropped, on every exit path.
+pub struct SessionGuard {
+    registry: Arc<Registry>,
+    handle: Arc<SessionHandle>,
+    subject: Option<SubjectKey>,
+    _slot: Slot,
+}
+
+impl SessionGuard {
+    pub fn handle(&self) -> &Arc<SessionHandle> {
+        &self.handle
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.registry.sessions.remove(&self.handle.id);
+        if let Some(key) = self.subject.take() {
+            let id = self.handle.id;
+            self.registry.by_subject.remove_if_mut(&key, |_, ids| {
+                ids.retain(|x| *x != id);
+                ids.is_empty()
+            });
+        }
+    }
+}
+
+impl Registry {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn next_id(&self) -> SessionId {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Takes one of `max` global slots.
+    pub fn reserve(self: &Arc<Self>, max: usize) -> Result<Slot, SlotError> {
+        let prev = self.slots.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot {
+            registry: Arc::clone(self),
+        };
+        if prev >= max {
+            return Err(SlotError::Global);
+        }
+        Ok(slot)
+    }
+
+    /// Registers a session. With a subject and a per-route limit, the count
+    /// check and the insert happen under one shard lock, so concurrent
+    /// handshakes of one subject cannot both slip under the limit.
+    pub fn register(
+        self: &Arc<Self>,
+        handle: Arc<SessionHandle>,
+        subject: Option<SubjectKey>,
+        per_subject_limit: Option<u32>,
+        slot: Slot,
+    ) -> Result<SessionGuard, SlotError> {
+        if let Some(key) = &subject {
+            let mut entry = self.by_subject.entry(key.clone()).or_default();
+            if let Some(limit) = per_subject_limit {
+                let on_route = entry
+                    .iter()
+                    .filter(|id| {
+                        self.sessions
+                            .get(id)
+                            .is_some_and(|s| s.route == handle.route)
+                    })
+                    .count();
+                if on_route >= limit as usize {
+                    let empty = entry.is_empty();
+                    drop(entry);
+                    if empty {
+                        self.by_subject.remove_if(key, |_, ids| ids.is_empty());
+                    }
+                    return Err(SlotError::Subject);
+                }
+            }
+            entry.push(handle.id);
+            // Inserted while the subject entry is locked: a concurrent
+            // register of the same subject sees this session when counting.
+            self.sessions.insert(handle.id, Arc::clone(&handle));
+        } else {
+            self.sessions.insert(handle.id, Arc::clone(&handle));
+        }
+        Ok(SessionGuard {
+            registry: Arc::clone(self),
+            handle,
+            subject,
+            _slot: slot,
+        })
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<Arc<SessionHandle>> {
+        self.sessions.get(&id).map(|s| Arc::clone(&s))
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// A snapshot of every live session.
+    pub fn all(&self) -> Vec<Arc<SessionHandle>> {
+        self.sessions
+            .iter()
+            .map(|e| Arc::clone(e.value()))
+            .collect()
+    }
+
+    /// Sessions of one subject, found through the index.
+    pub fn of_subject(&self, iss: &str, sub: &str) -> Vec<Arc<SessionHandle>> {
+        let ids = match self.by_subject.get(&(iss.to_owned(), sub.to_owned())) {
+            Some(ids) => ids.clone(),
+            None => return Vec::new(),
+        };
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Ends one session. Returns false when it is unknown or already ending.
+    pub fn kill(&self, id: SessionId, reason: CloseReason) -> bool {
+        self.get(id).is_some_and(|s| s.close(reason))
+    }
+
+    /// Ends every session (shutdown). Returns how many were told.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        self.all()
+            .into_iter()
+            .filter(|s| s.close(reason.clone()))
+            .count()
+    }
+}

@@ -1,0 +1,166 @@
+//! The compiled, swappable state a handshake reads: the route table with each
+//! route's rules, templates and upstream pool, and the authenticator. A reload
+//! builds a complete new [`State`] and swaps it in one store; handshakes in
+//! flight keep the one they loaded.
+
+use std::sync::Arc;
+
+use http::HeaderName;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, RouteConfig, TokenSource};
+use crate::proxy::upstream::Upstreams;
+use crate::route::require::Rules;
+use crate::route::template::Template;
+use crate::route::RouteTable;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("routes[{index}]: {source}")]
+    Pattern {
+        index: usize,
+        #[source]
+        source: crate::route::pattern::PatternError,
+    },
+    #[error("routes[{index}] ({id}): template {template:?}: {source}")]
+    Template {
+        index: usize,
+        id: String,
+        template: String,
+        #[source]
+        source: crate::route::template::TemplateError,
+    },
+    #[error("routes[{index}] ({id}).upstream.ca: {source}")]
+    UpstreamTls {
+        index: usize,
+        id: String,
+        #[source]
+        source: crate::tls::TlsError,
+    },
+}
+
+/// A route ready to serve.
+pub struct Route {
+    pub id: Arc<str>,
+    pub cfg: RouteConfig,
+    pub rules: Rules,
+    /// `forward.headers`, names lower-cased, values compiled.
+    pub forward_headers: Vec<(HeaderName, Template)>,
+    pub upstream_path: Option<Template>,
+    pub upstreams: Upstreams,
+    /// The route's sources, or the global ones.
+    pub token_sources: Vec<TokenSource>,
+    pub ws_config: WebSocketConfig,
+}
+
+impl Route {
+    fn build(
+        index: usize,
+        cfg: &RouteConfig,
+        global_sources: &[TokenSource],
+    ) -> Result<Self, BuildError> {
+        let template = |t: &str| {
+            Template::parse(t).map_err(|source| BuildError::Template {
+                index,
+                id: cfg.id.clone(),
+                template: t.to_owned(),
+                source,
+            })
+        };
+        let forward_headers = cfg
+            .forward
+            .headers
+            .iter()
+            .map(|(name, value)| Ok((name.clone(), template(value)?)))
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        let upstream_path = cfg.upstream.path.as_deref().map(template).transpose()?;
+        let tls = if cfg.upstream.urls.iter().any(|u| u.tls) {
+            let client =
+                crate::tls::client_config(cfg.upstream.ca.as_deref()).map_err(|source| {
+                    BuildError::UpstreamTls {
+                        index,
+                        id: cfg.id.clone(),
+                        source,
+                    }
+                })?;
+            Some(TlsConnector::from(client))
+        } else {
+            None
+        };
+        let upstreams = Upstreams::new(
+            cfg.upstream.urls.clone(),
+            cfg.upstream.balance,
+            cfg.upstream.connect_timeout,
+            tls,
+        );
+        Ok(Self {
+            id: Arc::from(cfg.id.as_str()),
+            rules: Rules::compile(&cfg.require),
+            forward_headers,
+            upstream_path,
+            upstreams,
+            token_sources: cfg
+                .token_sources
+                .clone()
+                .unwrap_or_else(|| global_sources.to_vec()),
+            ws_config: ws_config(cfg.session.max_message_size),
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+/// Per-connection WebSocket settings. Small read chunks keep an idle
+/// session's footprint low; the write buffer is flushed per message because
+/// the pump applies backpressure itself.
+pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_size.saturating_mul(2).max(1 << 20))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+pub struct State {
+    pub config: Arc<Config>,
+    pub routes: RouteTable<Arc<Route>>,
+    pub auth: Arc<Authenticator>,
+    /// Stops the authenticator's key refresh tasks when this state is replaced.
+    pub auth_stop: tokio_util::sync::CancellationToken,
+}
+
+impl State {
+    pub fn build(
+        config: Arc<Config>,
+        auth: Arc<Authenticator>,
+        auth_stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, BuildError> {
+        let mut built = Vec::with_capacity(config.routes.len());
+        for (index, r) in config.routes.iter().enumerate() {
+            built.push(Arc::new(Route::build(index, r, &config.token_sources)?));
+        }
+        let routes = RouteTable::build(
+            config
+                .routes
+                .iter()
+                .zip(built)
+                .map(|(r, b)| (r.host.as_deref(), r.path.as_str(), b)),
+        )
+        .map_err(|source| BuildError::Pattern {
+            index: source.entry.unwrap_or(0),
+            source,
+        })?;
+        Ok(Self {
+            config,
+            routes,
+            auth,
+            auth_stop,
+        })
+    }
+
+    pub fn route(&self, id: &str) -> Option<&Arc<Route>> {
+        self.routes.routes().find(|r| &*r.id == id)
+    }
+}
