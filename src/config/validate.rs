@@ -1,0 +1,583 @@
+//! Raw document → [`Config`]: defaults, cross-references, referenced files.
+//!
+//! Every check records its problem in [`Ctx`] and carries on, so one run of
+//! `wsgate check` lists everything that is wrong. A part that failed is left
+//! out of the result; the result is only returned when nothing failed.
+//! Issuers and routes live in their own files (`issuers.rs`, `routes.rs`).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{ConfigError, FieldPath};
+use super::model::*;
+use super::raw::*;
+use super::units::{parse_duration, parse_size};
+use super::{files, issuers, routes};
+
+/// Collects problems while validating one document.
+pub(crate) struct Ctx {
+    /// The config file as the user named it (for messages).
+    pub file: PathBuf,
+    /// The folder relative paths are resolved against.
+    pub dir: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Ctx {
+    pub fn err(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.errors
+            .push(ConfigError::new(&self.file, path, message.into()));
+    }
+
+    /// `Some(v)` when present, else records "missing" with a hint.
+    pub fn required<'v, T>(
+        &mut self,
+        value: &'v Option<T>,
+        path: FieldPath,
+        hint: &str,
+    ) -> Option<&'v T> {
+        if value.is_none() {
+            self.err(path, format!("missing; {hint}"));
+        }
+        value.as_ref()
+    }
+
+    /// A config-relative path, resolved against the config's folder.
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.dir.join(relative)
+    }
+
+    /// A file path the config names: resolved, and checked with `check`.
+    pub fn file(
+        &mut self,
+        value: &str,
+        path: FieldPath,
+        check: impl FnOnce(&Path) -> Result<(), files::FileError>,
+    ) -> Option<PathBuf> {
+        if value.trim().is_empty() {
+            self.err(path, "empty file path");
+            return None;
+        }
+        let resolved = self.resolve(value);
+        match check(&resolved) {
+            Ok(()) => Some(resolved),
+            Err(e) => {
+                self.err(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    pub fn duration(
+        &mut self,
+        value: &Option<Scalar>,
+        path: FieldPath,
+        default: Duration,
+    ) -> Duration {
+        self.opt_duration(value, path).unwrap_or(default)
+    }
+
+    pub fn opt_duration(&mut self, value: &Option<Scalar>, path: FieldPath) -> Option<Duration> {
+        let text = value.as_ref()?;
+        match parse_duration(&text.0) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(path, format!("invalid duration: {e}"));
+                None
+            }
+        }
+    }
+
+    pub fn size(&mut self, value: &Option<Scalar>, path: FieldPath, default: usize) -> usize {
+        let Some(text) = value else { return default };
+        match parse_size(&text.0) {
+            Ok(s) => s,
+            Err(e) => {
+                self.err(path, format!("invalid size: {e}"));
+                default
+            }
+        }
+    }
+
+    pub fn bind(&mut self, value: &str, path: FieldPath) -> Option<SocketAddr> {
+        match value.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.err(
+                    path,
+                    "not an IP address and port; write it like \"0.0.0.0:8443\", \"127.0.0.1:8080\" or \"[::]:8443\" (host names are not resolved)",
+                );
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of words, or the default when absent.
+    pub fn choice<T: Copy>(
+        &mut self,
+        value: &Option<String>,
+        path: FieldPath,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = value else { return default };
+        if let Some((_, v)) = options.iter().find(|(name, _)| *name == text.as_str()) {
+            return *v;
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+        self.err(path, format!("expected one of {}", names.join(", ")));
+        default
+    }
+}
+
+/// Validates a parsed document. `file` names the config in messages; `dir` is
+/// where its relative paths point from.
+pub(crate) fn validate(
+    raw: &RawConfig,
+    file: &Path,
+    dir: &Path,
+) -> Result<Config, Vec<ConfigError>> {
+    let mut cx = Ctx {
+        file: file.to_path_buf(),
+        dir: dir.to_path_buf(),
+        errors: Vec::new(),
+    };
+    let root = FieldPath::root();
+    let log = log(&mut cx, raw.log.as_ref(), root.key("log"));
+    let listeners = listeners(&mut cx, raw.listeners.as_deref(), root.key("listeners"));
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| admin(&mut cx, a, root.key("admin")));
+    let demo = raw
+        .demo
+        .as_ref()
+        .and_then(|d| demo(&mut cx, d, root.key("demo")));
+    check_distinct_binds(&mut cx, &listeners, admin.as_ref(), demo.as_ref());
+    let issuers = issuers::issuers(
+        &mut cx,
+        raw.issuers.as_deref().unwrap_or(&[]),
+        root.key("issuers"),
+    );
+    let token_sources = match &raw.token_sources {
+        Some(list) => token_sources(&mut cx, list, root.key("token_sources")),
+        None => vec![TokenSource::Header, TokenSource::Subprotocol],
+    };
+    // Routes are checked against the ids as written, so that one broken issuer
+    // does not also make every route naming it fail.
+    let issuer_ids: Vec<&str> = raw
+        .issuers
+        .iter()
+        .flatten()
+        .filter_map(|i| i.id.as_deref())
+        .collect();
+    let routes = routes::routes(
+        &mut cx,
+        raw.routes.as_deref().unwrap_or(&[]),
+        &issuer_ids,
+        root.key("routes"),
+    );
+    let needs_issuer = raw
+        .routes
+        .iter()
+        .flatten()
+        .any(|r| r.auth.as_deref() != Some("none"));
+    if needs_issuer && raw.issuers.as_ref().is_none_or(|i| i.is_empty()) {
+        cx.err(
+            root.key("issuers"),
+            "at least one issuer is needed: some route has `auth: required` (the default); add an issuer, or set `auth: none` on every route",
+        );
+    }
+    let revocation = revocation(&mut cx, raw.revocation.as_ref(), root.key("revocation"));
+    let limits = limits(&mut cx, raw.limits.as_ref(), root.key("limits"));
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(Config {
+        source: file.to_path_buf(),
+        log,
+        listeners,
+        admin,
+        issuers,
+        token_sources,
+        routes,
+        revocation,
+        limits,
+        demo,
+    })
+}
+
+fn log(cx: &mut Ctx, raw: Option<&RawLog>, path: FieldPath) -> LogConfig {
+    let level = raw
+        .and_then(|l| l.level.clone())
+        .unwrap_or_else(|| "info".to_owned());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() || level.trim().is_empty() {
+        cx.err(
+            path.key("level"),
+            "not a log filter; use trace, debug, info, warn or error (or a directive like `wsgate=debug,info`)",
+        );
+    }
+    let format = cx.choice(
+        &raw.and_then(|l| l.format.clone()),
+        path.key("format"),
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        LogFormat::Text,
+    );
+    LogConfig { level, format }
+}
+
+fn listeners(cx: &mut Ctx, raw: Option<&[RawListener]>, path: FieldPath) -> Vec<ListenerConfig> {
+    let list = raw.unwrap_or(&[]);
+    if list.is_empty() {
+        cx.err(
+            path.clone(),
+            "at least one listener is needed, e.g. `listeners: [{bind: \"127.0.0.1:8080\"}]`",
+        );
+    }
+    let mut out = Vec::new();
+    for (i, l) in list.iter().enumerate() {
+        let p = path.index(i);
+        let bind = cx
+            .required(&l.bind, p.key("bind"), "add `bind: \"0.0.0.0:8443\"`")
+            .and_then(|b| cx.bind(b, p.key("bind")));
+        let tls = l.tls.as_ref().map(|t| tls(cx, t, p.key("tls")));
+        // `Some(None)`: a TLS block that failed; its errors are recorded.
+        let tls_ok = !matches!(tls, Some(None));
+        if let (Some(bind), true) = (bind, tls_ok) {
+            out.push(ListenerConfig {
+                bind,
+                tls: tls.flatten(),
+            });
+        }
+    }
+    out
+}
+
+fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
+    let cert = cx
+        .required(
+            &raw.cert,
+            path.key("cert"),
+            "add `cert: server.pem` (a PEM certificate chain)",
+        )
+        .and_then(|c| cx.file(c, path.key("cert"), files::check_cert_chain));
+    let key = cx
+        .required(
+            &raw.key,
+            path.key("key"),
+            "add `key: server.key` (a PEM private key)",
+        )
+        .and_then(|k| cx.file(k, path.key("key"), files::check_private_key));
+    let client_ca = raw
+        .client_ca
+        .as_ref()
+        .map(|ca| cx.file(ca, path.key("client_ca"), files::check_cert_chain));
+    let mut sni = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in raw.sni.iter().flatten().enumerate() {
+        let p = path.key("sni").index(i);
+        let names = cx.required(
+            &s.names,
+            p.key("names"),
+            "add `names: [\"chat.example.com\"]`",
+        );
+        let mut lowered = Vec::new();
+        for (j, name) in names.into_iter().flatten().enumerate() {
+            let name = name.trim().to_ascii_lowercase();
+            if let Err(msg) = super::patterns::check_host_pattern(&name) {
+                cx.err(p.key("names").index(j), msg);
+            } else if !seen.insert(name.clone()) {
+                cx.err(
+                    p.key("names").index(j),
+                    "this server name is already listed in another `sni` entry",
+                );
+            }
+            lowered.push(name);
+        }
+        if names.is_some_and(|n| n.is_empty()) {
+            cx.err(
+                p.key("names"),
+                "empty; list the server names this certificate is for",
+            );
+        }
+        let cert = cx
+            .required(&s.cert, p.key("cert"), "add `cert: chat.pem`")
+            .and_then(|c| cx.file(c, p.key("cert"), files::check_cert_chain));
+        let key = cx
+            .required(&s.key, p.key("key"), "add `key: chat.key`")
+            .and_then(|k| cx.file(k, p.key("key"), files::check_private_key));
+        if let (Some(cert), Some(key)) = (cert, key) {
+            sni.push(SniCert {
+                names: lowered,
+                cert,
+                key,
+            });
+        }
+    }
+    Some(TlsConfig {
+        cert: cert?,
+        key: key?,
+        sni,
+        // `Some(None)`: the CA file failed and its error is recorded.
+        client_ca: match client_ca {
+            Some(ca) => Some(ca?),
+            None => None,
+        },
+    })
+}
+
+fn admin(cx: &mut Ctx, raw: &RawAdmin, path: FieldPath) -> Option<AdminConfig> {
+    let token = match raw.token.as_deref() {
+        Some(t) if t.trim().is_empty() => {
+            cx.err(
+                path.key("token"),
+                "empty; set a token, or remove the key (then /admin/* is refused to everyone)",
+            );
+            None
+        }
+        other => other.map(str::to_owned),
+    };
+    let bind = cx.required(
+        &raw.bind,
+        path.key("bind"),
+        "add `bind: \"127.0.0.1:9090\"`",
+    )?;
+    let bind = cx.bind(bind, path.key("bind"))?;
+    Some(AdminConfig { bind, token })
+}
+
+fn demo(cx: &mut Ctx, raw: &RawDemo, path: FieldPath) -> Option<DemoConfig> {
+    let echo = cx.required(
+        &raw.echo,
+        path.key("echo"),
+        "add `echo: \"127.0.0.1:9001\"`",
+    )?;
+    let echo_bind = cx.bind(echo, path.key("echo"))?;
+    Some(DemoConfig { echo_bind })
+}
+
+fn check_distinct_binds(
+    cx: &mut Ctx,
+    listeners: &[ListenerConfig],
+    admin: Option<&AdminConfig>,
+    demo: Option<&DemoConfig>,
+) {
+    let root = FieldPath::root();
+    let mut seen: Vec<(SocketAddr, FieldPath)> = Vec::new();
+    let all = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.bind, root.key("listeners").index(i).key("bind")))
+        .chain(admin.map(|a| (a.bind, root.key("admin").key("bind"))))
+        .chain(demo.map(|d| (d.echo_bind, root.key("demo").key("echo"))));
+    for (addr, path) in all {
+        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
+            let msg = format!("address already used by {first}; each listener needs its own port");
+            cx.err(path.clone(), msg);
+        } else {
+            seen.push((addr, path));
+        }
+    }
+}
+
+pub(crate) fn token_sources(
+    cx: &mut Ctx,
+    raw: &[RawTokenSource],
+    path: FieldPath,
+) -> Vec<TokenSource> {
+    if raw.is_empty() {
+        cx.err(
+            path.clone(),
+            "empty list: no token could ever be found; list at least one source, e.g. [header]",
+        );
+    }
+    let mut out: Vec<TokenSource> = Vec::new();
+    for (i, source) in raw.iter().enumerate() {
+        let p = path.index(i);
+        let parsed = match source {
+            RawTokenSource::Named(name) => match name.as_str() {
+                "header" => Some(TokenSource::Header),
+                "subprotocol" => Some(TokenSource::Subprotocol),
+                "first_message" => Some(TokenSource::FirstMessage),
+                "query" | "cookie" => {
+                    cx.err(
+                        p.clone(),
+                        format!(
+                            "`{name}` needs a parameter name: write `{{{name}: access_token}}`"
+                        ),
+                    );
+                    None
+                }
+                _ => {
+                    cx.err(p.clone(), "unknown token source; expected `header`, `subprotocol`, `first_message`, `{query: NAME}` or `{cookie: NAME}`");
+                    None
+                }
+            },
+            RawTokenSource::Keyed(k) => keyed_source(cx, k, p.clone()),
+        };
+        if let Some(s) = parsed {
+            if out.contains(&s) {
+                cx.err(p, "listed twice");
+            } else {
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+fn keyed_source(cx: &mut Ctx, raw: &RawKeyedSource, path: FieldPath) -> Option<TokenSource> {
+    let (key, name, make): (&str, &str, fn(String) -> TokenSource) = match (&raw.query, &raw.cookie)
+    {
+        (Some(q), None) => ("query", q, TokenSource::Query),
+        (None, Some(c)) => ("cookie", c, TokenSource::Cookie),
+        _ => {
+            cx.err(
+                path,
+                "expected exactly one of `query: NAME` or `cookie: NAME`",
+            );
+            return None;
+        }
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !valid {
+        cx.err(
+            path.key(key),
+            "expected a parameter name made of letters, digits, `-`, `_` or `.`",
+        );
+        return None;
+    }
+    Some(make(name.to_owned()))
+}
+
+fn revocation(cx: &mut Ctx, raw: Option<&RawRevocation>, path: FieldPath) -> RevocationConfig {
+    let Some(raw) = raw else {
+        return RevocationConfig::File(cx_default_file(&cx.dir));
+    };
+    #[derive(Clone, Copy)]
+    enum Store {
+        Memory,
+        File,
+        Redis,
+    }
+    let store = cx.choice(
+        &raw.store,
+        path.key("store"),
+        &[
+            ("memory", Store::Memory),
+            ("file", Store::File),
+            ("redis", Store::Redis),
+        ],
+        Store::File,
+    );
+    let reject_key = |cx: &mut Ctx, present: bool, key: &str, for_store: &str| {
+        if present {
+            cx.err(
+                path.key(key),
+                format!("only used by `store: {for_store}`; remove it or change the store"),
+            );
+        }
+    };
+    match store {
+        Store::Memory => {
+            reject_key(cx, raw.path.is_some(), "path", "file");
+            reject_key(cx, raw.redis_url.is_some(), "redis_url", "redis");
+            RevocationConfig::Memory
+        }
+        Store::File => {
+            reject_key(cx, raw.redis_url.is_some(), "redis_url", "redis");
+            let file = match &raw.path {
+                Some(p) => cx.resolve(p),
+                None => cx_default_file(&cx.dir),
+            };
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if !parent.is_dir() {
+                    cx.err(
+                        path.key("path"),
+                        format!(
+                            "folder {} does not exist; create it or change the path",
+                            parent.display()
+                        ),
+                    );
+                }
+            }
+            RevocationConfig::File(file)
+        }
+        Store::Redis => {
+            reject_key(cx, raw.path.is_some(), "path", "file");
+            let url = cx.required(
+                &raw.redis_url,
+                path.key("redis_url"),
+                "add `redis_url: redis://127.0.0.1:6379/0`",
+            );
+            match url {
+                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                    RevocationConfig::Redis(u.clone())
+                }
+                Some(_) => {
+                    cx.err(
+                        path.key("redis_url"),
+                        "expected a redis:// or rediss:// URL",
+                    );
+                    RevocationConfig::Memory
+                }
+                None => RevocationConfig::Memory,
+            }
+        }
+    }
+}
+
+fn cx_default_file(dir: &Path) -> PathBuf {
+    dir.join(DEFAULT_REVOCATION_FILE)
+}
+
+fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
+    let none = RawLimits {
+        max_sessions: None,
+        handshake_timeout: None,
+        auth_timeout: None,
+        shutdown_grace: None,
+    };
+    let raw = raw.unwrap_or(&none);
+    let max_sessions = match raw.max_sessions.map(usize::try_from) {
+        None => DEFAULT_MAX_SESSIONS,
+        Some(Ok(0)) | Some(Err(_)) => {
+            cx.err(
+                path.key("max_sessions"),
+                "must be at least 1 (0 would refuse every session)",
+            );
+            DEFAULT_MAX_SESSIONS
+        }
+        Some(Ok(n)) => n,
+    };
+    let positive = |cx: &mut Ctx, value: &Option<Scalar>, key: &str, default: Duration| {
+        let d = cx.duration(value, path.key(key), default);
+        if d.is_zero() {
+            cx.err(path.key(key), "must be longer than 0");
+        }
+        d
+    };
+    let handshake_timeout = positive(
+        cx,
+        &raw.handshake_timeout,
+        "handshake_timeout",
+        DEFAULT_HANDSHAKE_TIMEOUT,
+    );
+    let auth_timeout = positive(cx, &raw.auth_timeout, "auth_timeout", DEFAULT_AUTH_TIMEOUT);
+    let shutdown_grace = cx.duration(
+        &raw.shutdown_grace,
+        path.key("shutdown_grace"),
+        DEFAULT_SHUTDOWN_GRACE,
+    );
+    Limits {
+        max_sessions,
+        handshake_timeout,
+        auth_timeout,
+        shutdown_grace,
+    }
+}
