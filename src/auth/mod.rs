@@ -18,7 +18,7 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,9 +27,9 @@ use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{IssuerConfig, KeySource};
+use crate::config::IssuerConfig;
 use keys::{KeySet, Lookup};
-use remote::{Endpoint, RemoteKeys, Tuning};
+use remote::{RemoteKeys, Tuning};
 
 /// Longer tokens are refused before any decoding.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -216,8 +216,8 @@ impl Authenticator {
             let keys = match keys::load_local(&cfg.keys) {
                 Ok(Some(set)) => IssuerKeys::Local(Arc::new(set)),
                 Ok(None) => {
-                    let endpoint = endpoint(cfg)?;
-                    let tls = tls_config(cfg, &mut native_roots)?;
+                    let endpoint = remote::endpoint(cfg)?;
+                    let tls = remote::tls_config(cfg, &mut native_roots)?;
                     let fetcher = fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
                     let remote = Arc::new(RemoteKeys::new(
                         cfg.id.clone(),
@@ -428,74 +428,4 @@ fn build(policy: &jwt::Policy, claims: Value, fingerprint: String) -> VerifiedTo
         fingerprint,
         claims,
     }
-}
-
-fn endpoint(cfg: &IssuerConfig) -> Result<Endpoint, AuthSetupError> {
-    let remote_err = |reason: String| AuthSetupError::Remote {
-        issuer: cfg.id.clone(),
-        reason,
-    };
-    let endpoint = match &cfg.keys {
-        KeySource::JwksUrl(url) => Endpoint::Jwks(url.clone()),
-        KeySource::Discovery => match &cfg.issuer {
-            Some(issuer) => Endpoint::Discovery(issuer.clone()),
-            None => return Err(remote_err("discovery needs `issuer`".into())),
-        },
-        KeySource::Secret(_) | KeySource::PublicKey(_) | KeySource::JwksFile(_) => {
-            return Err(remote_err("not a remote key source".into()))
-        }
-    };
-    let url = match &endpoint {
-        Endpoint::Jwks(url) | Endpoint::Discovery(url) => url,
-    };
-    fetch::check_url(url).map_err(|e| remote_err(format!("{url}: {e}")))?;
-    Ok(endpoint)
-}
-
-/// Trust for fetching key sets: the issuer's `ca`, else the system roots
-/// (loaded once per [`Authenticator`], only if some issuer needs them).
-fn tls_config(
-    cfg: &IssuerConfig,
-    native: &mut Option<Arc<rustls::RootCertStore>>,
-) -> Result<Arc<rustls::ClientConfig>, AuthSetupError> {
-    let roots = match &cfg.ca {
-        Some(path) => Arc::new(load_ca(&cfg.id, path)?),
-        None => native
-            .get_or_insert_with(|| {
-                let loaded = rustls_native_certs::load_native_certs();
-                let mut store = rustls::RootCertStore::empty();
-                store.add_parsable_certificates(loaded.certs);
-                Arc::new(store)
-            })
-            .clone(),
-    };
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AuthSetupError::Remote {
-            issuer: cfg.id.clone(),
-            reason: format!("TLS setup: {e}"),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn load_ca(issuer: &str, path: &Path) -> Result<rustls::RootCertStore, AuthSetupError> {
-    let err = |reason: String| AuthSetupError::Ca {
-        issuer: issuer.to_owned(),
-        path: path.to_path_buf(),
-        reason,
-    };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let mut store = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
-        store.add(cert).map_err(|e| err(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(err("no certificate found".into()));
-    }
-    Ok(store)
 }

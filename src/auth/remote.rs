@@ -8,6 +8,7 @@
 //! [`Tuning::min_refetch`] per issuer. A failed fetch or a document with no
 //! usable key never replaces the last good set.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,10 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::{self, FetchError, Fetcher};
 use super::keys::KeySet;
+use super::AuthSetupError;
+use crate::config::{IssuerConfig, KeySource};
 
 /// Timing and size knobs; tests shorten them.
 #[derive(Debug, Clone)]
@@ -193,14 +196,98 @@ impl RemoteKeys {
         let doc = self.fetcher.get(&doc_url).await?;
         #[derive(serde::Deserialize)]
         struct Discovery {
+            issuer: Option<String>,
             jwks_uri: String,
         }
         let parsed: Discovery = serde_json::from_slice(&doc.body)
             .map_err(|_| FetchError::Document("discovery document without jwks_uri".into()))?;
+        // OIDC requires the document to name the issuer it was fetched for; a
+        // mismatch means a misrouted or spoofed document.
+        if parsed
+            .issuer
+            .as_deref()
+            .is_some_and(|i| i.trim_end_matches('/') != issuer.trim_end_matches('/'))
+        {
+            return Err(FetchError::Document(
+                "discovery document names another issuer".into(),
+            ));
+        }
         // The document is trusted as far as its transport: the same https /
         // loopback-only rule applies to the URL it points at.
         super::fetch::check_url(&parsed.jwks_uri)?;
         *self.discovered.lock() = Some(parsed.jwks_uri.clone());
         Ok(parsed.jwks_uri)
     }
+}
+
+// === setup from the config ===
+
+pub fn endpoint(cfg: &IssuerConfig) -> Result<Endpoint, AuthSetupError> {
+    let remote_err = |reason: String| AuthSetupError::Remote {
+        issuer: cfg.id.clone(),
+        reason,
+    };
+    let endpoint = match &cfg.keys {
+        KeySource::JwksUrl(url) => Endpoint::Jwks(url.clone()),
+        KeySource::Discovery => match &cfg.issuer {
+            Some(issuer) => Endpoint::Discovery(issuer.clone()),
+            None => return Err(remote_err("discovery needs `issuer`".into())),
+        },
+        KeySource::Secret(_) | KeySource::PublicKey(_) | KeySource::JwksFile(_) => {
+            return Err(remote_err("not a remote key source".into()))
+        }
+    };
+    let url = match &endpoint {
+        Endpoint::Jwks(url) | Endpoint::Discovery(url) => url,
+    };
+    fetch::check_url(url).map_err(|e| remote_err(format!("{url}: {e}")))?;
+    Ok(endpoint)
+}
+
+/// Trust for fetching key sets: the issuer's `ca`, else the system roots
+/// (loaded once per [`Authenticator`], only if some issuer needs them).
+pub fn tls_config(
+    cfg: &IssuerConfig,
+    native: &mut Option<Arc<rustls::RootCertStore>>,
+) -> Result<Arc<rustls::ClientConfig>, AuthSetupError> {
+    let roots = match &cfg.ca {
+        Some(path) => Arc::new(load_ca(&cfg.id, path)?),
+        None => native
+            .get_or_insert_with(|| {
+                let loaded = rustls_native_certs::load_native_certs();
+                let mut store = rustls::RootCertStore::empty();
+                store.add_parsable_certificates(loaded.certs);
+                Arc::new(store)
+            })
+            .clone(),
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| AuthSetupError::Remote {
+            issuer: cfg.id.clone(),
+            reason: format!("TLS setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn load_ca(issuer: &str, path: &Path) -> Result<rustls::RootCertStore, AuthSetupError> {
+    let err = |reason: String| AuthSetupError::Ca {
+        issuer: issuer.to_owned(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| err(e.to_string()))?;
+        store.add(cert).map_err(|e| err(e.to_string()))?;
+    }
+    if store.is_empty() {
+        return Err(err("no certificate found".into()));
+    }
+    Ok(store)
 }

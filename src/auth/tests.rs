@@ -390,6 +390,14 @@ async fn discovery_finds_the_jwks() {
     );
     assert_eq!(a.verify(&token, None).await.unwrap().issuer_id, "idp");
     assert_eq!(server.hits("/.well-known/openid-configuration"), 1);
+
+    let spoofed = json!({"issuer": "https://elsewhere", "jwks_uri": server.url("/keys")});
+    server.set(
+        "/.well-known/openid-configuration",
+        Reply::ok(spoofed.to_string()),
+    );
+    let (b, _stop) = remote(&server, KeySource::Discovery).await;
+    assert_eq!(b.issuers_without_keys(), vec!["idp".to_string()]);
 }
 
 #[tokio::test]
@@ -404,4 +412,30 @@ async fn provider_down_means_no_keys() {
         None,
     );
     assert_eq!(a.verify(&token, None).await.unwrap_err(), AuthError::NoKeys);
+}
+
+#[tokio::test]
+async fn https_jwks_trusts_only_the_configured_ca() {
+    let (server, ca_pem) = TestServer::start_tls().await;
+    server.set("/jwks", Reply::ok(jwks(&[testutil::ec256().jwk("t1")])));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://localhost:{}/jwks", server.addr.port());
+    let mut cfg = issuer("tls", &[ES256], KeySource::JwksUrl(url));
+    // Without the CA (system roots only) the self-signed server is not trusted.
+    let untrusted = Authenticator::with_tuning(&[cfg.clone()], CancellationToken::new(), quick())
+        .await
+        .unwrap();
+    assert_eq!(untrusted.issuers_without_keys(), vec!["tls".to_string()]);
+    cfg.ca = Some(pem_file(&dir, "ca.pem", &ca_pem));
+    let a = Authenticator::with_tuning(&[cfg], CancellationToken::new(), quick())
+        .await
+        .unwrap();
+    assert!(a.issuers_without_keys().is_empty());
+    let token = sign(
+        ES256,
+        &claims(json!({})),
+        &testutil::ec256().encoding_key(),
+        Some("t1"),
+    );
+    assert!(a.verify(&token, None).await.is_ok());
 }

@@ -193,54 +193,84 @@ impl Reply {
 }
 
 type Replies = Arc<Mutex<HashMap<String, Reply>>>;
+type Hits = Arc<Mutex<HashMap<String, usize>>>;
+
+async fn serve<S>(stream: S, replies: Replies, hits: Hits)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let (replies, hits) = (replies.clone(), hits.clone());
+        async move {
+            let path = req.uri().path().to_owned();
+            *hits.lock().entry(path.clone()).or_default() += 1;
+            let reply = replies.lock().get(&path).cloned();
+            let reply = reply.unwrap_or(Reply {
+                status: 404,
+                ..Reply::ok("")
+            });
+            tokio::time::sleep(reply.delay).await;
+            let mut resp = http::Response::builder().status(reply.status);
+            if let Some(cc) = &reply.cache_control {
+                resp = resp.header("cache-control", cc.as_str());
+            }
+            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(reply.body))).unwrap())
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
 
 /// A local HTTP server whose replies can be changed while it runs.
 pub struct TestServer {
     pub addr: SocketAddr,
     replies: Replies,
-    hits: Arc<Mutex<HashMap<String, usize>>>,
+    hits: Hits,
 }
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// An https server for `127.0.0.1` and `localhost`; also returns its CA PEM.
+    pub async fn start_tls() -> (Self, String) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![ck.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (Self::start_with(Some(acceptor)).await, ck.cert.pem())
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let replies: Replies = Arc::default();
-        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let hits: Hits = Arc::default();
         let (r, h) = (replies.clone(), hits.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (r, h) = (r.clone(), h.clone());
+                let (r, h, tls) = (r.clone(), h.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let (r, h) = (r.clone(), h.clone());
-                            async move {
-                                let path = req.uri().path().to_owned();
-                                *h.lock().entry(path.clone()).or_default() += 1;
-                                let reply = r.lock().get(&path).cloned().unwrap_or(Reply {
-                                    status: 404,
-                                    body: String::new(),
-                                    cache_control: None,
-                                    delay: Duration::ZERO,
-                                });
-                                tokio::time::sleep(reply.delay).await;
-                                let mut resp = http::Response::builder().status(reply.status);
-                                if let Some(cc) = &reply.cache_control {
-                                    resp = resp.header("cache-control", cc.as_str());
-                                }
-                                Ok::<_, Infallible>(
-                                    resp.body(Full::new(Bytes::from(reply.body))).unwrap(),
-                                )
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(stream, r, h).await;
                             }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        }
+                        None => serve(stream, r, h).await,
+                    }
                 });
             }
         });
