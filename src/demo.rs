@@ -5,10 +5,26 @@
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Selects the first offered subprotocol, like most application servers.
+// The callback's error type is tungstenite's; its size is not ours to choose.
+#[allow(clippy::result_large_err)]
+fn pick(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
+    if let Some(first) = req
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+    {
+        resp.headers_mut().insert("sec-websocket-protocol", first);
+    }
+    Ok(resp)
+}
 
 pub async fn serve(listener: TcpListener, tasks: TaskTracker, cancel: CancellationToken) {
     loop {
@@ -21,19 +37,6 @@ pub async fn serve(listener: TcpListener, tasks: TaskTracker, cancel: Cancellati
         };
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            // Selects the first offered subprotocol, like most app servers.
-            let pick = |req: &Request, mut resp: Response| {
-                if let Some(first) = req
-                    .headers()
-                    .get("sec-websocket-protocol")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split(',').next())
-                    .and_then(|p| p.trim().parse().ok())
-                {
-                    resp.headers_mut().insert("sec-websocket-protocol", first);
-                }
-                Ok(resp)
-            };
             let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, pick).await else {
                 return;
             };
