@@ -290,11 +290,11 @@ def roundtrip(url, token=None, message="hello", **kw):
 def refused(url, token=None, **kw):
     """Expects the handshake to be refused; returns (status, headers, body)."""
     try:
-        ws = open_ws(url, token, **kw)
+        with open_ws(url, token, **kw):
+            pass
     except InvalidStatus as e:
         r = e.response
         return r.status_code, r.headers, r.body
-    ws.close()
     raise AssertionError(f"handshake to {url} was accepted; expected a refusal")
 
 

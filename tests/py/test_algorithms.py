@@ -141,8 +141,8 @@ def test_expired_within_leeway_passes_the_handshake(gateway):
     # The session may then be closed for expiry at any time between exp and
     # exp + leeway + 1s (CONTRACT), so only the handshake is asserted here.
     token = mint(claims(iss=ISS["hs"], ttl=-5), HS_SECRET, "HS256")
-    ws = harness.open_ws(gateway.ws_url("/echo"), token)
-    ws.close()
+    with harness.open_ws(gateway.ws_url("/echo"), token):
+        pass
 
 
 def test_tampered_payload_refused(gateway, keys):
