@@ -399,6 +399,7 @@ def jwk(private_key, kid, alg=None):
 class TestCA:
     def __init__(self, workdir):
         workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wsgate test CA")])
         now = datetime.datetime.now(datetime.timezone.utc)
