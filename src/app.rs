@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthSetupError, Authenticator, VerifiedToken};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::revocation::RevocationList;
+use crate::revocation::{RevocationList, Revoker, StoreError};
 use crate::session::{CloseReason, Registry};
 use crate::state::{BuildError, State};
 use crate::tls::{CertResolver, CertStore, TlsError};
@@ -39,6 +39,8 @@ pub enum AppError {
     Auth(#[from] AuthSetupError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("revocation: {0}")]
+    Revocation(#[from] StoreError),
 }
 
 /// State shared by every connection, session and the admin API.
@@ -47,6 +49,8 @@ pub struct Gateway {
     pub registry: Arc<Registry>,
     pub metrics: Metrics,
     pub revocations: Arc<RevocationList>,
+    /// Makes revocations, applies those from the store, runs its sync.
+    pub revoker: Arc<Revoker>,
     /// Cancelled when shutdown begins.
     pub shutdown: CancellationToken,
     /// Every session task, so shutdown can wait for them.
@@ -134,11 +138,21 @@ impl App {
             Some(d) => Some(bind(d.echo_bind).await?),
             None => None,
         };
+        let registry = Registry::new();
+        let revocations = RevocationList::new();
+        let revoker = Revoker::open(
+            &config.revocation,
+            Arc::clone(&revocations),
+            Arc::clone(&registry),
+            shutdown.child_token(),
+        )
+        .await?;
         let gw = Arc::new(Gateway {
             state: ArcSwap::from_pointee(state),
-            registry: Registry::new(),
+            registry,
             metrics: Metrics::new(),
-            revocations: RevocationList::new(),
+            revocations,
+            revoker,
             shutdown,
             sessions: TaskTracker::new(),
             listeners_up: AtomicBool::new(false),
@@ -159,6 +173,7 @@ impl App {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let gw = self.gw;
+        gw.revoker.start();
         let conns = TaskTracker::new();
         let accept_cancel = gw.shutdown.child_token();
         let mut accept_loops = Vec::new();
@@ -231,6 +246,7 @@ impl App {
                 "shutdown grace elapsed; exiting with sessions still open"
             );
         }
+        gw.revoker.stop().await;
         demo_tasks.close();
         let _ =
             tokio::time::timeout(std::time::Duration::from_millis(200), demo_tasks.wait()).await;

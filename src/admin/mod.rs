@@ -1,6 +1,10 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (open), and the
 //! `/admin/*` API behind the admin bearer token (compared in constant time).
+//!
+//! - [`sessions`]: list and kill live sessions;
+//! - [`revocations`]: create and list revocations, and `POST /admin/reload`.
 
+mod revocations;
 mod sessions;
 
 use std::sync::Arc;
@@ -113,6 +117,19 @@ async fn admin(
     match (method, segments.as_slice()) {
         (&Method::GET, ["sessions"]) => sessions::list(&gw),
         (&Method::DELETE, ["sessions", id]) => sessions::kill(&gw, id),
+        (&Method::GET, ["revocations"]) => revocations::list(&gw),
+        (&Method::POST, ["revocations"]) => match read_body(req).await {
+            Ok(body) => revocations::create(&gw, body).await,
+            Err(r) => r,
+        },
+        (&Method::POST, ["reload"]) => {
+            let _ = read_body(req).await;
+            revocations::reload(&gw).await
+        }
+        (_, ["revocations"] | ["reload"]) => {
+            let _ = read_body(req).await;
+            revocations::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => {
             let _ = read_body(req).await;
             text(StatusCode::NOT_FOUND, "not found")

@@ -7,6 +7,27 @@
 //!
 //! [`RevocationList`] is the in-memory index every check reads (a check never
 //! waits on disk or network); stores persist and share entries and feed it.
+//!
+//! - [`store`]: the [`RevocationStore`] trait and how a store is chosen.
+//! - [`memory`], [`file`], [`redis`]: the three stores of the contract.
+//! - [`revoker`]: the one path every new entry takes, wherever it comes from:
+//!   into the list, then every live session it covers is closed.
+//!
+//! # How long an entry is kept
+//!
+//! The contract keeps an entry "at least until the longest `exp` it can cover
+//! plus leeway". A revocation made now can only cover tokens issued before
+//! now, and such a token's `exp` is bounded by its lifetime, which the gateway
+//! does not know in general. The rule is therefore
+//! `keep_until = now + MAX_TOKEN_LIFETIME + the largest issuer leeway`,
+//! extended to `exp + leeway` of any live session it covers when that is
+//! later (see [`revoker::keep_until`]).
+
+pub mod file;
+pub mod memory;
+pub mod redis;
+pub mod revoker;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -16,6 +37,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::VerifiedToken;
 use crate::route::require::lookup_claim;
+
+pub use revoker::{RevokeError, Revoker};
+pub use store::{RevocationStore, StoreError};
 
 /// What a revocation covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,8 +110,10 @@ impl RevocationList {
         Arc::new(Self::default())
     }
 
-    /// Adds an entry; returns false when an identical selector was already in
-    /// force (its `keep_until` is extended, its `revoked_at` moved forward).
+    /// Adds an entry. When an identical selector is already in force its
+    /// `keep_until` is extended and its `revoked_at` moved forward. Returns
+    /// whether the set of covered tokens changed (new entry or a later
+    /// `revoked_at`), i.e. whether live sessions must be checked again.
     pub fn insert(&self, r: Revocation) -> bool {
         match &r.selector {
             Selector::Jti { jti } => {
@@ -104,13 +130,27 @@ impl RevocationList {
             _ => {
                 let mut others = self.others.write();
                 if let Some(old) = others.iter_mut().find(|o| o.selector == r.selector) {
+                    let moved = r.revoked_at > old.revoked_at;
                     old.revoked_at = old.revoked_at.max(r.revoked_at);
                     old.keep_until = old.keep_until.max(r.keep_until);
-                    return false;
+                    return moved;
                 }
                 others.push(r);
                 true
             }
+        }
+    }
+
+    /// The entry in force for `selector`, if any.
+    pub fn get(&self, selector: &Selector) -> Option<Revocation> {
+        match selector {
+            Selector::Jti { jti } => self.by_jti.get(jti).map(|r| r.clone()),
+            _ => self
+                .others
+                .read()
+                .iter()
+                .find(|r| &r.selector == selector)
+                .cloned(),
         }
     }
 

@@ -26,6 +26,9 @@ pub enum SlotError {
 pub struct Registry {
     sessions: DashMap<SessionId, Arc<SessionHandle>>,
     by_subject: DashMap<SubjectKey, Vec<SessionId>>,
+    /// Sessions by the `jti` of the token they were opened with, so a jti
+    /// revocation is one lookup.
+    by_jti: DashMap<String, Vec<SessionId>>,
     next_id: AtomicU64,
     /// Sessions plus handshakes holding a slot.
     slots: AtomicUsize,
@@ -48,6 +51,7 @@ pub struct SessionGuard {
     registry: Arc<Registry>,
     handle: Arc<SessionHandle>,
     subject: Option<SubjectKey>,
+    jti: Option<String>,
     _slot: Slot,
 }
 
@@ -63,6 +67,13 @@ impl Drop for SessionGuard {
         if let Some(key) = self.subject.take() {
             let id = self.handle.id;
             self.registry.by_subject.remove_if_mut(&key, |_, ids| {
+                ids.retain(|x| *x != id);
+                ids.is_empty()
+            });
+        }
+        if let Some(jti) = self.jti.take() {
+            let id = self.handle.id;
+            self.registry.by_jti.remove_if_mut(&jti, |_, ids| {
                 ids.retain(|x| *x != id);
                 ids.is_empty()
             });
@@ -128,10 +139,15 @@ impl Registry {
         } else {
             self.sessions.insert(handle.id, Arc::clone(&handle));
         }
+        let jti = handle.token().and_then(|t| t.jti.clone());
+        if let Some(jti) = &jti {
+            self.by_jti.entry(jti.clone()).or_default().push(handle.id);
+        }
         Ok(SessionGuard {
             registry: Arc::clone(self),
             handle,
             subject,
+            jti,
             _slot: slot,
         })
     }
@@ -159,6 +175,27 @@ impl Registry {
     /// Sessions of one subject, found through the index.
     pub fn of_subject(&self, iss: &str, sub: &str) -> Vec<Arc<SessionHandle>> {
         let ids = match self.by_subject.get(&(iss.to_owned(), sub.to_owned())) {
+            Some(ids) => ids.clone(),
+            None => return Vec::new(),
+        };
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Sessions of one `sub` under any issuer: a walk over the subject keys
+    /// (one per distinct subject), never over every session.
+    pub fn of_sub_any_issuer(&self, sub: &str) -> Vec<Arc<SessionHandle>> {
+        let ids: Vec<SessionId> = self
+            .by_subject
+            .iter()
+            .filter(|e| e.key().1 == sub)
+            .flat_map(|e| e.value().clone())
+            .collect();
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Sessions opened with the token `jti`, found through the index.
+    pub fn of_jti(&self, jti: &str) -> Vec<Arc<SessionHandle>> {
+        let ids = match self.by_jti.get(jti) {
             Some(ids) => ids.clone(),
             None => return Vec::new(),
         };
