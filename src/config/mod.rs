@@ -10,6 +10,7 @@ mod env;
 pub mod error;
 mod files;
 mod issuers;
+mod listeners;
 mod locate;
 pub mod model;
 mod patterns;

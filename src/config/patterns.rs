@@ -201,6 +201,20 @@ pub(crate) fn forward_header_name(name: &str) -> Result<HeaderName, String> {
     Ok(header)
 }
 
+/// An `Origin` header value: `null` or `scheme://host[:port]`, no path.
+pub(crate) fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("expected an origin like `https://app.example.com`".to_owned());
+    };
+    if scheme.is_empty() || rest.is_empty() || rest.contains(['/', '?', '#']) {
+        return Err("an origin is `scheme://host[:port]` with no path or trailing `/` (browsers send it that way)".to_owned());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@ use super::error::FieldPath;
 use super::files;
 use super::model::*;
 use super::patterns::{
-    check_host_pattern, forward_header_name, is_claim_path, parse_upstream_url, path_params,
-    placeholders,
+    check_host_pattern, check_origin, forward_header_name, is_claim_path, parse_upstream_url,
+    path_params, placeholders,
 };
 use super::raw::*;
 use super::validate::{token_sources, Ctx};
@@ -369,20 +369,6 @@ fn equals_op(
         }
     }
     Some(RuleOp::Equals(value.clone()))
-}
-
-/// An `Origin` header value: `null` or `scheme://host[:port]`, no path.
-fn check_origin(origin: &str) -> Result<(), String> {
-    if origin == "null" {
-        return Ok(());
-    }
-    let Some((scheme, rest)) = origin.split_once("://") else {
-        return Err("expected an origin like `https://app.example.com`".to_owned());
-    };
-    if scheme.is_empty() || rest.is_empty() || rest.contains(['/', '?', '#']) {
-        return Err("an origin is `scheme://host[:port]` with no path or trailing `/` (browsers send it that way)".to_owned());
-    }
-    Ok(())
 }
 
 fn forward(

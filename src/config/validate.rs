@@ -3,14 +3,15 @@
 //! Every check records its problem in [`Ctx`] and carries on, so one run of
 //! `wsgate check` lists everything that is wrong. A part that failed is left
 //! out of the result; the result is only returned when nothing failed.
-//! Issuers and routes live in their own files (`issuers.rs`, `routes.rs`).
+//! Listeners, issuers and routes live in their own files (`listeners.rs`,
+//! `issuers.rs`, `routes.rs`).
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{ConfigError, FieldPath};
+use super::listeners::{admin, check_distinct_binds, demo, listeners};
 use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
@@ -226,160 +227,6 @@ fn log(cx: &mut Ctx, raw: Option<&RawLog>, path: FieldPath) -> LogConfig {
         LogFormat::Text,
     );
     LogConfig { level, format }
-}
-
-fn listeners(cx: &mut Ctx, raw: Option<&[RawListener]>, path: FieldPath) -> Vec<ListenerConfig> {
-    let list = raw.unwrap_or(&[]);
-    if list.is_empty() {
-        cx.err(
-            path.clone(),
-            "at least one listener is needed, e.g. `listeners: [{bind: \"127.0.0.1:8080\"}]`",
-        );
-    }
-    let mut out = Vec::new();
-    for (i, l) in list.iter().enumerate() {
-        let p = path.index(i);
-        let bind = cx
-            .required(&l.bind, p.key("bind"), "add `bind: \"0.0.0.0:8443\"`")
-            .and_then(|b| cx.bind(b, p.key("bind")));
-        let tls = l.tls.as_ref().map(|t| tls(cx, t, p.key("tls")));
-        // `Some(None)`: a TLS block that failed; its errors are recorded.
-        let tls_ok = !matches!(tls, Some(None));
-        if let (Some(bind), true) = (bind, tls_ok) {
-            out.push(ListenerConfig {
-                bind,
-                tls: tls.flatten(),
-            });
-        }
-    }
-    out
-}
-
-fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
-    let cert = cx
-        .required(
-            &raw.cert,
-            path.key("cert"),
-            "add `cert: server.pem` (a PEM certificate chain)",
-        )
-        .and_then(|c| cx.file(c, path.key("cert"), files::check_cert_chain));
-    let key = cx
-        .required(
-            &raw.key,
-            path.key("key"),
-            "add `key: server.key` (a PEM private key)",
-        )
-        .and_then(|k| cx.file(k, path.key("key"), files::check_private_key));
-    let client_ca = raw
-        .client_ca
-        .as_ref()
-        .map(|ca| cx.file(ca, path.key("client_ca"), files::check_cert_chain));
-    let mut sni = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, s) in raw.sni.iter().flatten().enumerate() {
-        let p = path.key("sni").index(i);
-        let names = cx.required(
-            &s.names,
-            p.key("names"),
-            "add `names: [\"chat.example.com\"]`",
-        );
-        let mut lowered = Vec::new();
-        for (j, name) in names.into_iter().flatten().enumerate() {
-            let name = name.trim().to_ascii_lowercase();
-            if let Err(msg) = super::patterns::check_host_pattern(&name) {
-                cx.err(p.key("names").index(j), msg);
-            } else if !seen.insert(name.clone()) {
-                cx.err(
-                    p.key("names").index(j),
-                    "this server name is already listed in another `sni` entry",
-                );
-            }
-            lowered.push(name);
-        }
-        if names.is_some_and(|n| n.is_empty()) {
-            cx.err(
-                p.key("names"),
-                "empty; list the server names this certificate is for",
-            );
-        }
-        let cert = cx
-            .required(&s.cert, p.key("cert"), "add `cert: chat.pem`")
-            .and_then(|c| cx.file(c, p.key("cert"), files::check_cert_chain));
-        let key = cx
-            .required(&s.key, p.key("key"), "add `key: chat.key`")
-            .and_then(|k| cx.file(k, p.key("key"), files::check_private_key));
-        if let (Some(cert), Some(key)) = (cert, key) {
-            sni.push(SniCert {
-                names: lowered,
-                cert,
-                key,
-            });
-        }
-    }
-    Some(TlsConfig {
-        cert: cert?,
-        key: key?,
-        sni,
-        // `Some(None)`: the CA file failed and its error is recorded.
-        client_ca: match client_ca {
-            Some(ca) => Some(ca?),
-            None => None,
-        },
-    })
-}
-
-fn admin(cx: &mut Ctx, raw: &RawAdmin, path: FieldPath) -> Option<AdminConfig> {
-    let token = match raw.token.as_deref() {
-        Some(t) if t.trim().is_empty() => {
-            cx.err(
-                path.key("token"),
-                "empty; set a token, or remove the key (then /admin/* is refused to everyone)",
-            );
-            None
-        }
-        other => other.map(str::to_owned),
-    };
-    let bind = cx.required(
-        &raw.bind,
-        path.key("bind"),
-        "add `bind: \"127.0.0.1:9090\"`",
-    )?;
-    let bind = cx.bind(bind, path.key("bind"))?;
-    Some(AdminConfig { bind, token })
-}
-
-fn demo(cx: &mut Ctx, raw: &RawDemo, path: FieldPath) -> Option<DemoConfig> {
-    let echo = cx.required(
-        &raw.echo,
-        path.key("echo"),
-        "add `echo: \"127.0.0.1:9001\"`",
-    )?;
-    let echo_bind = cx.bind(echo, path.key("echo"))?;
-    Some(DemoConfig { echo_bind })
-}
-
-fn check_distinct_binds(
-    cx: &mut Ctx,
-    listeners: &[ListenerConfig],
-    admin: Option<&AdminConfig>,
-    demo: Option<&DemoConfig>,
-) {
-    let root = FieldPath::root();
-    let mut seen: Vec<(SocketAddr, FieldPath)> = Vec::new();
-    let all = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.bind, root.key("listeners").index(i).key("bind")))
-        .chain(admin.map(|a| (a.bind, root.key("admin").key("bind"))))
-        .chain(demo.map(|d| (d.echo_bind, root.key("demo").key("echo"))));
-    for (addr, path) in all {
-        if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
-            let msg = format!("address already used by {first}; each listener needs its own port");
-            cx.err(path.clone(), msg);
-        } else {
-            seen.push((addr, path));
-        }
-    }
 }
 
 pub(crate) fn token_sources(
