@@ -744,3 +744,164 @@ pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut f: F) -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ---------------------------------------------------------------------------
+// A raw WebSocket client, for close codes tungstenite will not report
+// ---------------------------------------------------------------------------
+
+/// tungstenite replaces a received close code it considers reserved (1014
+/// among them, though RFC 6455's registry assigns it) with 1002, so tests of
+/// such codes speak the protocol themselves.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Completes an upgrade to `path` with extra header lines; panics unless
+    /// the answer is 101.
+    pub async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawWs {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(upgrade_request(path, headers).as_bytes())
+            .await
+            .unwrap();
+        // Read the head byte by byte so no frame bytes are swallowed.
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = tokio::time::timeout(WAIT, stream.read(&mut b))
+                .await
+                .expect("101 in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed during the handshake: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawWs {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends one masked text frame.
+    pub async fn send_text(&mut self, text: &str) {
+        let payload = text.as_bytes();
+        let mask = [0x11u8, 0x22, 0x33, 0x44];
+        let mut frame = vec![0x81u8];
+        match payload.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n <= u16::MAX as usize => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.unwrap();
+    }
+
+    /// Reads one frame: (opcode, payload).
+    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some((op, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some((op, payload));
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame in time")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads until a close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            match self.read_frame().await {
+                Some((0x8, p)) if p.len() >= 2 => {
+                    return (
+                        u16::from_be_bytes([p[0], p[1]]),
+                        String::from_utf8_lossy(&p[2..]).to_string(),
+                    )
+                }
+                Some((0x8, _)) => return (1005, String::new()),
+                Some(_) => continue,
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Reads until a text frame; returns it.
+    pub async fn next_text(&mut self) -> String {
+        loop {
+            match self.read_frame().await {
+                Some((0x1, p)) => return String::from_utf8(p).unwrap(),
+                Some((0x8, p)) => panic!("closed: {p:?}"),
+                Some(_) => continue,
+                None => panic!("connection ended"),
+            }
+        }
+    }
+}
+
+/// Parses one unmasked server frame (no fragmentation handling needed here).
+fn parse_frame(b: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    let op = b[0] & 0x0f;
+    let masked = b[1] & 0x80 != 0;
+    let (len, mut at) = match b[1] & 0x7f {
+        126 => {
+            if b.len() < 4 {
+                return None;
+            }
+            (u16::from_be_bytes([b[2], b[3]]) as usize, 4)
+        }
+        127 => {
+            if b.len() < 10 {
+                return None;
+            }
+            (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            )
+        }
+        n => (n as usize, 2),
+    };
+    let mask = if masked {
+        if b.len() < at + 4 {
+            return None;
+        }
+        let m = [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    if b.len() < at + len {
+        return None;
+    }
+    let mut payload = b[at..at + len].to_vec();
+    if let Some(m) = mask {
+        for (i, x) in payload.iter_mut().enumerate() {
+            *x ^= m[i % 4];
+        }
+    }
+    Some((op, payload, at + len))
+}
