@@ -1,0 +1,457 @@
+//! Load generator. One scenario per run; prints `RESULT {json}` on stdout.
+//!
+//! ```text
+//! loadgen throughput --addr A [--tls-ca CA] --path P --tokens F --conns 64 --size 64 --window 16 --secs 10 --warmup 2 [--pid PID]
+//! loadgen latency    --addr A [--tls-ca CA] --path P --tokens F --conns 100 --rate 2000 --secs 10 --warmup 2 [--pid PID]
+//! loadgen handshake  --addr A [--tls-ca CA] --path P --tokens F --workers 32 --secs 10 [--once] [--pid PID]
+//! loadgen hold       --addr A [--tls-ca CA] --path P --tokens F --levels 1000,5000,9500
+//! ```
+//! Common: `--sources 127.0.0.2,127.0.0.3` spreads connections over source
+//! addresses; `--host` sets the Host header (default `localhost`).
+//! Client frames carry an all-zero mask key (valid, and it keeps the load
+//! generator's CPU for the proxies).
+//!
+//! `hold` opens sessions up to each level, prints `LEVEL n ok=.. fail=..`,
+//! and waits for a line on stdin before the next level (and before exiting).
+
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
+use wsgate_bench::*;
+
+struct Common {
+    target: Target,
+    host: String,
+    tokens: Arc<Vec<String>>,
+    pid: Option<u32>,
+}
+
+fn common(args: &Args) -> io::Result<Common> {
+    let addr: SocketAddr = args
+        .get("addr")
+        .ok_or_else(|| io::Error::other("--addr required"))?
+        .parse()
+        .map_err(io::Error::other)?;
+    let host = args.get("host").unwrap_or("localhost").to_owned();
+    let tls = match args.get("tls-ca") {
+        Some(ca) => Some((
+            tls_client(ca)?,
+            rustls::pki_types::ServerName::try_from(host.clone()).map_err(io::Error::other)?,
+        )),
+        None => None,
+    };
+    let sources = args
+        .get("sources")
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let tokens: Vec<String> = match args.get("tokens") {
+        Some(f) => std::fs::read_to_string(f)?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Common {
+        target: Target {
+            addr,
+            path: args.get("path").unwrap_or("/echo").to_owned(),
+            tls,
+            sources,
+        },
+        host,
+        tokens: Arc::new(tokens),
+        pid: args.get("pid").and_then(|p| p.parse().ok()),
+    })
+}
+
+impl Common {
+    fn token(&self, i: usize) -> Option<&str> {
+        if self.tokens.is_empty() {
+            None
+        } else {
+            Some(&self.tokens[i % self.tokens.len()])
+        }
+    }
+
+    /// Connects and upgrades session `i`; fails unless the answer is 101.
+    async fn open(&self, i: usize) -> io::Result<(Conn, Vec<u8>)> {
+        let mut c = connect(&self.target, i).await?;
+        let (status, rest) = upgrade(&mut c, &self.host, &self.target.path, self.token(i)).await?;
+        if status != 101 {
+            return Err(io::Error::other(format!("upgrade answered {status}")));
+        }
+        Ok((c, rest))
+    }
+}
+
+/// CPU seconds used by the measured process during a window.
+struct CpuProbe {
+    pid: Option<u32>,
+    start: Option<f64>,
+    at: Instant,
+}
+
+impl CpuProbe {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            start: pid.and_then(proc_cpu_secs),
+            at: Instant::now(),
+        }
+    }
+    /// Share of one core used since start (1.0 = one full core).
+    fn cores(&self) -> Option<f64> {
+        let now = proc_cpu_secs(self.pid?)?;
+        Some((now - self.start?) / self.at.elapsed().as_secs_f64())
+    }
+}
+
+fn emit(v: serde_json::Value) {
+    println!("RESULT {v}");
+    let _ = io::stdout().flush();
+}
+
+#[tokio::main]
+async fn main() -> io::Result<()> {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let args = Args::from_env(2);
+    let c = Arc::new(common(&args)?);
+    match mode.as_str() {
+        "throughput" => throughput(c, &args).await,
+        "latency" => latency(c, &args).await,
+        "handshake" => handshake(c, &args).await,
+        "hold" => hold(c, &args).await,
+        _ => Err(io::Error::other("mode: throughput | latency | handshake | hold")),
+    }?;
+    // Skip dropping thousands of connections one by one.
+    std::process::exit(0);
+}
+
+/// Counts complete data frames in `buf[..filled]`, compacting it; returns
+/// the count and, through `first8`, the first 8 payload bytes of each frame.
+fn drain_frames(buf: &mut Vec<u8>, filled: &mut usize, mut on_frame: impl FnMut(&[u8])) -> usize {
+    let mut at = 0;
+    let mut n = 0;
+    while let Some(h) = parse_header(&buf[at..*filled]) {
+        let total = h.header_len + h.len;
+        if *filled - at < total {
+            if buf.len() < total {
+                buf.copy_within(at..*filled, 0);
+                *filled -= at;
+                at = 0;
+                buf.resize(total, 0);
+            }
+            break;
+        }
+        if matches!(h.opcode, OP_TEXT | OP_BINARY | OP_CONT) {
+            n += 1;
+            on_frame(&buf[at + h.header_len..at + total]);
+        }
+        at += total;
+    }
+    if at > 0 {
+        buf.copy_within(at..*filled, 0);
+        *filled -= at;
+    }
+    n
+}
+
+fn client_frame(size: usize, fill: u8) -> Vec<u8> {
+    let mut f = Vec::with_capacity(size + 14);
+    put_header(&mut f, true, OP_BINARY, size, Some([0; 4]));
+    f.resize(f.len() + size, fill);
+    f
+}
+
+async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
+    let conns: usize = args.num("conns", 64);
+    let size: usize = args.num("size", 64);
+    let window: usize = args.num("window", 16);
+    let secs: f64 = args.num("secs", 10.0);
+    let warmup: f64 = args.num("warmup", 2.0);
+    let received = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut opened = Vec::new();
+    for i in 0..conns {
+        opened.push(c.open(i).await?);
+    }
+    for (conn, rest) in opened {
+        let (mut r, mut w) = tokio::io::split(conn);
+        let credits = Arc::new((AtomicUsize::new(window), Notify::new()));
+        let frame = client_frame(size, b'x');
+        let (cr, stop_w, errs) = (credits.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut out = Vec::with_capacity(frame.len() * window);
+            while !stop_w.load(Ordering::Relaxed) {
+                let k = cr.0.swap(0, Ordering::AcqRel);
+                if k == 0 {
+                    cr.1.notified().await;
+                    continue;
+                }
+                out.clear();
+                for _ in 0..k {
+                    out.extend_from_slice(&frame);
+                }
+                if w.write_all(&out).await.is_err() {
+                    errs.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+        let (recv, stop_r, errs) = (received.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut buf = rest;
+            let mut filled = buf.len();
+            buf.resize(filled.max(64 * 1024), 0);
+            while !stop_r.load(Ordering::Relaxed) {
+                let n = drain_frames(&mut buf, &mut filled, |_| {});
+                if n > 0 {
+                    recv.fetch_add(n as u64, Ordering::Relaxed);
+                    credits.0.fetch_add(n, Ordering::AcqRel);
+                    credits.1.notify_one();
+                }
+                if filled == buf.len() {
+                    let l = buf.len();
+                    buf.resize(l * 2, 0);
+                }
+                match r.read(&mut buf[filled..]).await {
+                    Ok(0) | Err(_) => {
+                        errs.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(n) => filled += n,
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
+    let c0 = received.load(Ordering::Relaxed);
+    let probe = CpuProbe::start(c.pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let c1 = received.load(Ordering::Relaxed);
+    let el = t0.elapsed().as_secs_f64();
+    let cores = probe.cores();
+    stop.store(true, Ordering::Relaxed);
+    let msgs = (c1 - c0) as f64 / el;
+    emit(serde_json::json!({
+        "msgs_per_s": msgs,
+        "mb_per_s": msgs * size as f64 / 1e6,
+        "errors": errors.load(Ordering::Relaxed),
+        "proxy_cores": cores,
+        "conns": conns, "size": size, "window": window, "secs": el,
+    }));
+    Ok(())
+}
+
+async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
+    let conns: usize = args.num("conns", 100);
+    let rate: f64 = args.num("rate", 2000.0);
+    let secs: f64 = args.num("secs", 10.0);
+    let warmup: f64 = args.num("warmup", 2.0);
+    let size: usize = args.num("size", 64).max(8);
+    let mut opened = Vec::new();
+    for i in 0..conns {
+        opened.push(c.open(i).await?);
+    }
+    let epoch = Instant::now() + Duration::from_millis(100);
+    let measure_from = epoch + Duration::from_secs_f64(warmup);
+    let measure_to = measure_from + Duration::from_secs_f64(secs);
+    let period = Duration::from_secs_f64(conns as f64 / rate);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    let probe_at = measure_from;
+    for (i, (conn, rest)) in opened.into_iter().enumerate() {
+        let (mut r, mut w) = tokio::io::split(conn);
+        let errs = errors.clone();
+        let phase = period.mul_f64(i as f64 / conns as f64);
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval_at((epoch + phase).into(), period);
+            let mut frame = client_frame(size, b'y');
+            let off = frame.len() - size;
+            loop {
+                let at: Instant = iv.tick().await.into();
+                if at > measure_to + Duration::from_millis(200) {
+                    return;
+                }
+                let ns = at.duration_since(epoch).as_nanos() as u64;
+                frame[off..off + 8].copy_from_slice(&ns.to_le_bytes());
+                if w.write_all(&frame).await.is_err() {
+                    errs.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        });
+        let errs = errors.clone();
+        readers.push(tokio::spawn(async move {
+            let mut samples: Vec<u64> = Vec::new();
+            let mut buf = rest;
+            let mut filled = buf.len();
+            buf.resize(filled.max(16 * 1024), 0);
+            loop {
+                let now = Instant::now();
+                drain_frames(&mut buf, &mut filled, |p| {
+                    if p.len() >= 8 {
+                        let ns = u64::from_le_bytes(p[..8].try_into().unwrap());
+                        let sent = epoch + Duration::from_nanos(ns);
+                        if sent >= measure_from && sent < measure_to {
+                            samples.push(now.duration_since(sent).as_micros() as u64);
+                        }
+                    }
+                });
+                if now > measure_to + Duration::from_millis(500) {
+                    return samples;
+                }
+                if filled == buf.len() {
+                    let l = buf.len();
+                    buf.resize(l * 2, 0);
+                }
+                let read = tokio::time::timeout(Duration::from_millis(200), r.read(&mut buf[filled..])).await;
+                match read {
+                    Err(_) => continue,
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        errs.fetch_add(1, Ordering::Relaxed);
+                        return samples;
+                    }
+                    Ok(Ok(n)) => filled += n,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep_until(probe_at.into()).await;
+    let probe = CpuProbe::start(c.pid);
+    tokio::time::sleep_until(measure_to.into()).await;
+    let cores = probe.cores();
+    let mut all = Vec::new();
+    for r in readers {
+        all.extend(r.await.unwrap_or_default());
+    }
+    all.sort_unstable();
+    let expected = (rate * secs) as u64;
+    emit(serde_json::json!({
+        "p50_us": pct(&all, 0.50), "p99_us": pct(&all, 0.99), "p999_us": pct(&all, 0.999),
+        "max_us": all.last().copied().unwrap_or(0),
+        "samples": all.len(), "expected": expected,
+        "errors": errors.load(Ordering::Relaxed),
+        "proxy_cores": cores,
+        "conns": conns, "rate": rate, "secs": secs,
+    }));
+    Ok(())
+}
+
+async fn handshake(c: Arc<Common>, args: &Args) -> io::Result<()> {
+    let workers: usize = args.num("workers", 32);
+    let secs: f64 = args.num("secs", 10.0);
+    // `--once`: each token of the pool is used at most once.
+    let once = args.has("once");
+    let next = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let fail = Arc::new(AtomicU64::new(0));
+    let last_err = Arc::new(std::sync::Mutex::new(String::new()));
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(secs);
+    let probe = CpuProbe::start(c.pid);
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (c, next, ok, fail, last_err) = (c.clone(), next.clone(), ok.clone(), fail.clone(), last_err.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if once && i >= c.tokens.len() {
+                    break;
+                }
+                let s = Instant::now();
+                match c.open(i).await {
+                    Ok((conn, _)) => {
+                        lat.push(s.elapsed().as_micros() as u64);
+                        ok.fetch_add(1, Ordering::Relaxed);
+                        abort_on_drop(&conn);
+                    }
+                    Err(e) => {
+                        fail.fetch_add(1, Ordering::Relaxed);
+                        *last_err.lock().unwrap() = e.to_string();
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap_or_default());
+    }
+    let el = t0.elapsed().as_secs_f64();
+    let cores = probe.cores();
+    lat.sort_unstable();
+    let n = ok.load(Ordering::Relaxed);
+    emit(serde_json::json!({
+        "per_s": n as f64 / el, "ok": n, "fail": fail.load(Ordering::Relaxed),
+        "last_error": *last_err.lock().unwrap(),
+        "p50_us": pct(&lat, 0.5), "p99_us": pct(&lat, 0.99),
+        "proxy_cores": cores, "workers": workers, "secs": el,
+        "exhausted": once && next.load(Ordering::Relaxed) >= c.tokens.len(),
+    }));
+    Ok(())
+}
+
+async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
+    let levels: Vec<usize> = args
+        .get("levels")
+        .unwrap_or("1000")
+        .split(',')
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let parallel: usize = args.num("parallel", 64);
+    let mut held: Vec<Conn> = Vec::new();
+    let fail = Arc::new(AtomicU64::new(0));
+    let stdin = io::stdin();
+    for level in levels {
+        let t0 = Instant::now();
+        let mut i = held.len();
+        while held.len() < level {
+            let batch = (level - held.len()).min(parallel);
+            let mut js = Vec::new();
+            for _ in 0..batch {
+                let c = c.clone();
+                let n = i;
+                i += 1;
+                js.push(tokio::spawn(async move { c.open(n).await }));
+            }
+            let mut failed_batch = 0;
+            for j in js {
+                match j.await {
+                    Ok(Ok((conn, _))) => held.push(conn),
+                    _ => {
+                        fail.fetch_add(1, Ordering::Relaxed);
+                        failed_batch += 1;
+                    }
+                }
+            }
+            if failed_batch == batch {
+                break; // the target refuses more
+            }
+        }
+        println!(
+            "LEVEL {level} ok={} fail={} secs={:.2}",
+            held.len(),
+            fail.load(Ordering::Relaxed),
+            t0.elapsed().as_secs_f64()
+        );
+        io::stdout().flush()?;
+        let mut line = String::new();
+        // Wait for the runner to take its measurements.
+        let l = tokio::task::block_in_place(|| stdin.lock().read_line(&mut line))?;
+        if l == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

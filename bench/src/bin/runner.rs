@@ -1,0 +1,634 @@
+//! Runs the whole benchmark: keys, certificate and tokens; the echo upstream,
+//! HAProxy and wsgate; every scenario against every target; a table with
+//! ratios on stdout and in `bench/results/<date>.md`.
+//!
+//! ```text
+//! runner [--quick] [--wsgate PATH] [--haproxy PATH|none] [--out DIR] [--work DIR]
+//! ```
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use wsgate_bench::{proc_cpu_secs, proc_fds, proc_rss_kb, Args};
+
+/// Sizes of a run.
+struct Profile {
+    name: &'static str,
+    tp_secs: f64,
+    tp_warmup: f64,
+    window: usize,
+    lat_conns: usize,
+    lat_rate: f64,
+    lat_secs: f64,
+    hs_secs: f64,
+    hs_workers: usize,
+    hs_pool: usize,
+    idle_levels: Vec<usize>,
+    idle_cpu_secs: f64,
+}
+
+fn profile(quick: bool) -> Profile {
+    if quick {
+        Profile {
+            name: "quick",
+            tp_secs: 2.0,
+            tp_warmup: 0.5,
+            window: 16,
+            lat_conns: 100,
+            lat_rate: 1000.0,
+            lat_secs: 2.0,
+            hs_secs: 2.0,
+            hs_workers: 16,
+            hs_pool: 1500,
+            idle_levels: vec![200, 1000],
+            idle_cpu_secs: 1.0,
+        }
+    } else {
+        Profile {
+            name: "full",
+            tp_secs: 10.0,
+            tp_warmup: 2.0,
+            window: 16,
+            lat_conns: 100,
+            lat_rate: 2000.0,
+            lat_secs: 15.0,
+            hs_secs: 10.0,
+            hs_workers: 32,
+            hs_pool: 24000,
+            idle_levels: vec![1000, 5000, 9500],
+            idle_cpu_secs: 5.0,
+        }
+    }
+}
+
+/// Source addresses the load generator spreads its connections over.
+const SOURCES: &str = "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9";
+
+/// Children are ended by their own PID when the runner ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct TargetInfo {
+    name: &'static str,
+    addr: String,
+    tls: bool,
+    pid: u32,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("runner: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+fn openssl(args: &[&str]) -> io::Result<()> {
+    let o = Command::new("openssl").args(args).output()?;
+    if !o.status.success() {
+        return Err(io::Error::other(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    Ok(())
+}
+
+fn run() -> io::Result<()> {
+    let args = Args::from_env(1);
+    let quick = args.has("quick");
+    let p = profile(quick);
+    let here = std::env::current_exe()?.parent().unwrap().to_path_buf();
+    let echo_bin = here.join("echo");
+    let loadgen = here.join("loadgen");
+    let wsgate_bin = PathBuf::from(args.get("wsgate").unwrap_or("target/release/wsgate"));
+    let haproxy_bin = args.get("haproxy").unwrap_or("haproxy").to_owned();
+    let out_dir = PathBuf::from(args.get("out").unwrap_or("bench/results"));
+    let work = PathBuf::from(args.get("work").unwrap_or("bench/work"));
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&out_dir)?;
+    let work = work.canonicalize()?;
+    let started = Instant::now();
+    let date = sh("date -u +%Y-%m-%dT%H-%M-%SZ");
+    let load_before = sh("cat /proc/loadavg");
+
+    // Keys, certificate, tokens.
+    let w = |f: &str| work.join(f).to_string_lossy().into_owned();
+    eprintln!("== keys and certificate in {}", work.display());
+    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &w("jwt_priv.pem")])?;
+    openssl(&["pkey", "-in", &w("jwt_priv.pem"), "-pubout", "-out", &w("jwt_pub.pem")])?;
+    openssl(&[
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", &w("tls.key"), "-out", &w("tls.crt"), "-days", "2", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ])?;
+    let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
+    std::fs::write(w("tls_combined.pem"), combined)?;
+    let n_sessions = *p.idle_levels.iter().max().unwrap();
+    eprintln!("== signing {} + {} + 1 RS256 tokens", p.hs_pool, n_sessions);
+    let priv_pem = std::fs::read(w("jwt_priv.pem"))?;
+    let toks = sign_tokens(&priv_pem, p.hs_pool + n_sessions + 1)?;
+    std::fs::write(w("tokens_pool.txt"), toks[..p.hs_pool].join("\n"))?;
+    std::fs::write(w("tokens_sessions.txt"), toks[p.hs_pool..p.hs_pool + n_sessions].join("\n"))?;
+    std::fs::write(w("token_one.txt"), &toks[toks.len() - 1])?;
+
+    let mut procs = Procs(Vec::new());
+    // Echo upstream.
+    let mut echo = Command::new(&echo_bin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let echo_addr = {
+        let mut line = String::new();
+        BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line)?;
+        line.trim().strip_prefix("echo ready addr=").unwrap_or("").to_owned()
+    };
+    let echo_pid = echo.id();
+    procs.0.push(echo);
+    eprintln!("== echo upstream at {echo_addr} (pid {echo_pid})");
+
+    let mut targets = vec![TargetInfo { name: "direct", addr: echo_addr.clone(), tls: false, pid: echo_pid }];
+
+    // HAProxy.
+    let haproxy_version = if haproxy_bin == "none" {
+        None
+    } else {
+        Command::new(&haproxy_bin)
+            .arg("-v")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+    };
+    match &haproxy_version {
+        None => eprintln!("!! haproxy not found ({haproxy_bin}): running direct + wsgate only (apt-get install -y haproxy)"),
+        Some(v) => {
+            let port = free_port()?;
+            let cfg = haproxy_config(port, &echo_addr, &w("tls_combined.pem"), &w("jwt_pub.pem"));
+            std::fs::write(w("haproxy.cfg"), cfg)?;
+            let o = Command::new(&haproxy_bin).args(["-c", "-f", &w("haproxy.cfg")]).output()?;
+            if !o.status.success() {
+                return Err(io::Error::other(format!(
+                    "haproxy -c failed: {}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )));
+            }
+            let child = Command::new(&haproxy_bin)
+                .args(["-db", "-f", &w("haproxy.cfg")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(std::fs::File::create(w("haproxy.log"))?))
+                .spawn()?;
+            let pid = child.id();
+            procs.0.push(child);
+            let addr = format!("127.0.0.1:{port}");
+            wait_port(&addr)?;
+            eprintln!("== {v} at {addr} (pid {pid})");
+            targets.push(TargetInfo { name: "haproxy", addr, tls: true, pid });
+        }
+    }
+
+    // wsgate.
+    std::fs::write(w("wsgate.yaml"), wsgate_config(&echo_addr))?;
+    let check = Command::new(&wsgate_bin).args(["check", "-c", &w("wsgate.yaml")]).output()?;
+    if !check.status.success() {
+        return Err(io::Error::other(format!(
+            "wsgate check failed: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        )));
+    }
+    let mut gw = Command::new(&wsgate_bin)
+        .args(["run", "-c", &w("wsgate.yaml")])
+        // Only the readiness line at info; no per-handshake logging.
+        .env("RUST_LOG", "warn,wsgate::app=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let gw_pid = gw.id();
+    let gw_err = gw.stderr.take().unwrap();
+    procs.0.push(gw);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log_path = w("wsgate.log");
+    std::thread::spawn(move || {
+        let mut log = std::fs::File::create(log_path).ok();
+        let mut sent = false;
+        for line in BufReader::new(gw_err).lines().map_while(Result::ok) {
+            if let Some(l) = log.as_mut() {
+                let _ = writeln!(l, "{line}");
+            }
+            if !sent && line.contains("listener ready") {
+                if let Some(a) = line.split("addr=").nth(1) {
+                    let _ = tx.send(a.split_whitespace().next().unwrap_or("").to_owned());
+                    sent = true;
+                }
+            }
+        }
+    });
+    let gw_addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .map_err(|_| io::Error::other("wsgate did not log `listener ready` (see bench/work/wsgate.log)"))?;
+    eprintln!("== wsgate at {gw_addr} (pid {gw_pid})");
+    targets.push(TargetInfo { name: "wsgate", addr: gw_addr, tls: true, pid: gw_pid });
+
+    let base = |t: &TargetInfo, tokens: &str| -> Vec<String> {
+        let mut v = vec![
+            "--addr".into(), t.addr.clone(), "--path".into(), "/echo".into(),
+            "--tokens".into(), w(tokens), "--sources".into(), SOURCES.into(),
+            "--pid".into(), t.pid.to_string(),
+        ];
+        if t.tls {
+            v.push("--tls-ca".into());
+            v.push(w("tls.crt"));
+        }
+        v
+    };
+
+    let mut rows: Vec<Row> = Vec::new();
+
+    // 1. Idle sessions, first, while every process is fresh.
+    let mut idle_notes = Vec::new();
+    for t in &targets {
+        if t.name == "direct" {
+            continue;
+        }
+        eprintln!("-- idle sessions: {}", t.name);
+        let r = idle(&loadgen, base(t, "tokens_sessions.txt"), t.pid, &p)?;
+        for (level, held, kib_per, cpu, fds) in r {
+            idle_notes.push(format!(
+                "{}: {held} sessions held (asked {level}), {kib_per:.1} KiB/session, idle CPU {:.2}% of a core, {fds} fds",
+                t.name,
+                cpu * 100.0
+            ));
+            rows.push(Row::new(format!("idle {level}: KiB RSS per session"), t.name, kib_per, false));
+            rows.push(Row::new(format!("idle {level}: idle CPU % of a core"), t.name, cpu * 100.0, false));
+        }
+    }
+
+    // 2. Relay throughput.
+    for size in [64usize, 16384] {
+        for t in &targets {
+            eprintln!("-- throughput {size} B: {}", t.name);
+            let mut a = base(t, "tokens_sessions.txt");
+            a.extend(
+                [
+                    "--conns", "64", "--size", &size.to_string(), "--window", &p.window.to_string(),
+                    "--secs", &p.tp_secs.to_string(), "--warmup", &p.tp_warmup.to_string(),
+                ]
+                .map(String::from),
+            );
+            let v = loadgen_run(&loadgen, "throughput", &a)?;
+            let label = if size == 64 { "64 B" } else { "16 KiB" };
+            rows.push(Row::new(format!("throughput {label}: msgs/s"), t.name, f(&v, "msgs_per_s"), true));
+            rows.push(Row::new(format!("throughput {label}: MB/s"), t.name, f(&v, "mb_per_s"), true));
+            rows.push(Row::new(format!("throughput {label}: proxy CPU (cores)"), t.name, f(&v, "proxy_cores"), false));
+            check_errors(&v, t.name);
+        }
+    }
+
+    // 3. Latency at a fixed rate.
+    let mut direct_p99 = None;
+    for t in &targets {
+        eprintln!("-- latency: {}", t.name);
+        let mut a = base(t, "tokens_sessions.txt");
+        a.extend(
+            [
+                "--conns", &p.lat_conns.to_string(), "--rate", &p.lat_rate.to_string(),
+                "--secs", &p.lat_secs.to_string(), "--warmup", "1",
+            ]
+            .map(String::from),
+        );
+        let v = loadgen_run(&loadgen, "latency", &a)?;
+        for (k, label) in [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")] {
+            rows.push(Row::new(format!("latency {label} (µs)"), t.name, f(&v, k), false));
+        }
+        if t.name == "direct" {
+            direct_p99 = Some(f(&v, "p99_us"));
+        } else if let Some(d) = direct_p99 {
+            rows.push(Row::new("latency p99 added over direct (µs)".into(), t.name, f(&v, "p99_us") - d, false));
+        }
+        rows.push(Row::new("latency: samples / expected".into(), t.name, f(&v, "samples") / f(&v, "expected").max(1.0), true));
+        check_errors(&v, t.name);
+    }
+
+    // 4. Handshakes per second.
+    for (label, tokens, once) in [
+        ("distinct tokens", "tokens_pool.txt", true),
+        ("one repeated token", "token_one.txt", false),
+    ] {
+        for t in &targets {
+            eprintln!("-- handshakes, {label}: {}", t.name);
+            let mut a = base(t, tokens);
+            a.extend(["--workers", &p.hs_workers.to_string(), "--secs", &p.hs_secs.to_string()].map(String::from));
+            if once {
+                a.push("--once".into());
+            }
+            let v = loadgen_run(&loadgen, "handshake", &a)?;
+            rows.push(Row::new(format!("handshakes/s, {label}"), t.name, f(&v, "per_s"), true));
+            rows.push(Row::new(format!("handshake p99 (µs), {label}"), t.name, f(&v, "p99_us"), false));
+            rows.push(Row::new(format!("handshakes, {label}: proxy CPU (cores)"), t.name, f(&v, "proxy_cores"), false));
+            if v["fail"].as_u64().unwrap_or(0) > 0 {
+                eprintln!("   {} failed handshakes; last error: {}", v["fail"], v["last_error"]);
+            }
+            if v["exhausted"].as_bool() == Some(true) {
+                eprintln!("   token pool exhausted before the time was up (rate is over the shorter time)");
+            }
+        }
+    }
+
+    let gw_rss_end = proc_rss_kb(gw_pid).unwrap_or(0);
+    drop(procs);
+
+    // Report.
+    let have_haproxy = haproxy_version.is_some();
+    let table = render(&rows, have_haproxy);
+    let load_after = sh("cat /proc/loadavg");
+    let machine = format!(
+        "nproc: {}\n{}\nmemory: {}\nkernel: {}\nload average before: {load_before}\nload average after: {load_after}",
+        sh("nproc"),
+        sh("lscpu | head -n 15"),
+        sh("free -h | sed -n 2p"),
+        sh("uname -r")
+    );
+    let mut md = String::new();
+    md += &format!("# wsgate benchmark, {} run, {date}\n\n", p.name);
+    md += &format!("Command: `{}`\n\n", std::env::args().collect::<Vec<_>>().join(" "));
+    md += &format!(
+        "Targets: direct = plain `ws://` to the echo upstream; haproxy = {}; wsgate = `{}`. \
+         Both proxies terminate TLS 1.3 (ECDSA P-256 certificate, X25519, no resumption) and verify an RS256 token \
+         from `Authorization: Bearer` before tunnelling to the same echo upstream.\n\n",
+        haproxy_version.as_deref().unwrap_or("absent"),
+        wsgate_bin.display()
+    );
+    md += "```text\n";
+    md += &machine;
+    md += "\n```\n\n";
+    md += &table;
+    md += "\nIdle sessions:\n\n";
+    for n in &idle_notes {
+        md += &format!("- {n}\n");
+    }
+    md += &format!("\nwsgate RSS at the end: {gw_rss_end} kB. Run took {:.0} s.\n", started.elapsed().as_secs_f64());
+    println!("\n{table}");
+    for n in &idle_notes {
+        println!("{n}");
+    }
+    let out = out_dir.join(format!("{date}-{}.md", p.name));
+    std::fs::write(&out, md)?;
+    println!("\nwritten: {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(f64::NAN)
+}
+
+fn check_errors(v: &Value, name: &str) {
+    if v["errors"].as_u64().unwrap_or(0) > 0 {
+        eprintln!("   {name}: {} connection errors", v["errors"]);
+    }
+}
+
+struct Row {
+    metric: String,
+    target: &'static str,
+    value: f64,
+    /// Higher is better (for the ratio's reading only).
+    #[allow(dead_code)]
+    higher_better: bool,
+}
+
+impl Row {
+    fn new(metric: String, target: &'static str, value: f64, higher_better: bool) -> Self {
+        Self { metric, target, value, higher_better }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        "—".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn render(rows: &[Row], have_haproxy: bool) -> String {
+    let mut metrics: Vec<&str> = Vec::new();
+    for r in rows {
+        if !metrics.contains(&r.metric.as_str()) {
+            metrics.push(&r.metric);
+        }
+    }
+    let get = |m: &str, t: &str| rows.iter().find(|r| r.metric == m && r.target == t).map(|r| r.value);
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 && !a.is_nan() && !b.is_nan() => format!("{:.2}", a / b),
+        _ => "—".into(),
+    };
+    let mut s = String::new();
+    s += "| metric | direct | haproxy | wsgate | wsgate/haproxy | haproxy/direct | wsgate/direct |\n";
+    s += "|---|---:|---:|---:|---:|---:|---:|\n";
+    for m in metrics {
+        let d = get(m, "direct");
+        let h = if have_haproxy { get(m, "haproxy") } else { None };
+        let g = get(m, "wsgate");
+        let cell = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "—".into());
+        s += &format!(
+            "| {m} | {} | {} | {} | {} | {} | {} |\n",
+            cell(d),
+            cell(h),
+            cell(g),
+            ratio(g, h),
+            ratio(h, d),
+            ratio(g, d)
+        );
+    }
+    s
+}
+
+fn loadgen_run(bin: &Path, mode: &str, args: &[String]) -> io::Result<Value> {
+    let o = Command::new(bin).arg(mode).args(args).stderr(Stdio::inherit()).output()?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .ok_or_else(|| io::Error::other(format!("loadgen {mode} gave no result (exit {:?})", o.status.code())))?;
+    serde_json::from_str(line).map_err(io::Error::other)
+}
+
+/// Opens sessions level by level; at each level measures the proxy's RSS
+/// growth over its fresh baseline, its CPU while idle, and its fds.
+fn idle(
+    bin: &Path,
+    mut a: Vec<String>,
+    pid: u32,
+    p: &Profile,
+) -> io::Result<Vec<(usize, usize, f64, f64, usize)>> {
+    let levels: Vec<String> = p.idle_levels.iter().map(|l| l.to_string()).collect();
+    a.extend(["--levels".into(), levels.join(",")]);
+    let rss0 = proc_rss_kb(pid).unwrap_or(0);
+    let mut child = Command::new(bin)
+        .arg("hold")
+        .args(&a)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for &level in &p.idle_levels {
+        let line = match lines.next() {
+            Some(l) => l?,
+            None => break,
+        };
+        let held: usize = line
+            .split_whitespace()
+            .find_map(|x| x.strip_prefix("ok="))
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = proc_rss_kb(pid).unwrap_or(0);
+        let c0 = proc_cpu_secs(pid).unwrap_or(0.0);
+        let t0 = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(p.idle_cpu_secs));
+        let cpu = (proc_cpu_secs(pid).unwrap_or(0.0) - c0) / t0.elapsed().as_secs_f64();
+        let fds = proc_fds(pid).unwrap_or(0);
+        let per = (rss.saturating_sub(rss0)) as f64 / held.max(1) as f64;
+        eprintln!("   {line}: RSS {rss0} -> {rss} kB, {per:.1} KiB/session, CPU {:.2}%, fds {fds}", cpu * 100.0);
+        out.push((level, held, per, cpu, fds));
+        writeln!(stdin)?;
+    }
+    drop(stdin);
+    let _ = child.wait();
+    // Let the proxy tear the sessions down before the next scenario.
+    std::thread::sleep(Duration::from_secs(if p.name == "quick" { 1 } else { 3 }));
+    Ok(out)
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(addr: &str) -> io::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(io::Error::other(format!("nothing listens on {addr}")))
+}
+
+fn sign_tokens(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per = n.div_ceil(threads);
+    let mut hs = Vec::new();
+    for t in 0..threads {
+        let key = key.clone();
+        hs.push(std::thread::spawn(move || {
+            let mut v = Vec::new();
+            for i in t * per..((t + 1) * per).min(n) {
+                let claims = serde_json::json!({
+                    "sub": format!("user-{i}"), "jti": format!("bench-{i}"),
+                    "iat": now, "exp": now + 3 * 3600, "roles": ["chat"],
+                });
+                v.push(encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign"));
+            }
+            v
+        }));
+    }
+    Ok(hs.into_iter().flat_map(|h| h.join().unwrap()).collect())
+}
+
+fn wsgate_config(echo: &str) -> String {
+    format!(
+        r#"# Written by the benchmark runner.
+log: {{ level: warn, format: text }}
+listeners:
+  - bind: "127.0.0.1:0"
+    tls: {{ cert: tls.crt, key: tls.key }}
+issuers:
+  - id: bench
+    algorithms: [RS256]
+    keys: {{ public_key: jwt_pub.pem }}
+    required_claims: [exp]
+token_sources: [header]
+routes:
+  - id: echo
+    path: /echo
+    upstream: ws://{echo}
+limits:
+  max_sessions: 100000
+  handshake_timeout: 10s
+  shutdown_grace: 2s
+"#
+    )
+}
+
+/// The same work in HAProxy 2.6: TLS termination with the same certificate,
+/// the bearer token verified with `jwt_verify` (RS256), `exp` checked against
+/// `date()`, the token removed, then the WebSocket tunnelled.
+fn haproxy_config(port: u16, echo: &str, combined_pem: &str, pubkey: &str) -> String {
+    format!(
+        r#"# Written by the benchmark runner.
+global
+    maxconn 9800
+    nbthread 2
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    option http-server-close
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout tunnel 1h
+
+frontend ws
+    bind 127.0.0.1:{port} ssl crt {combined_pem} alpn http/1.1
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request deny deny_status 401 unless {{ var(txn.bearer) -m found }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(RS256,"{pubkey}") -m int 1 }}
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}
+    http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int le 0 }}
+    http-request del-header Authorization
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https
+    default_backend echo
+
+backend echo
+    server echo1 {echo} maxconn 100000
+"#
+    )
+}

@@ -1,0 +1,328 @@
+//! Shared pieces of the benchmark binaries: a minimal WebSocket frame codec
+//! (just what an echo server and a load generator need), the client side of
+//! the upgrade over TCP or TLS, and small helpers.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpSocket, TcpStream};
+
+pub const OP_CONT: u8 = 0;
+pub const OP_TEXT: u8 = 1;
+pub const OP_BINARY: u8 = 2;
+pub const OP_CLOSE: u8 = 8;
+pub const OP_PING: u8 = 9;
+pub const OP_PONG: u8 = 10;
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy)]
+pub struct Header {
+    pub fin: bool,
+    pub opcode: u8,
+    pub mask: Option<[u8; 4]>,
+    pub len: usize,
+    /// Bytes taken by the header itself.
+    pub header_len: usize,
+}
+
+/// Parses a frame header at the start of `buf`; `None` when incomplete.
+pub fn parse_header(buf: &[u8]) -> Option<Header> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let fin = buf[0] & 0x80 != 0;
+    let opcode = buf[0] & 0x0f;
+    let masked = buf[1] & 0x80 != 0;
+    let (len, mut at) = match buf[1] & 0x7f {
+        126 => {
+            if buf.len() < 4 {
+                return None;
+            }
+            (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4)
+        }
+        127 => {
+            if buf.len() < 10 {
+                return None;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[2..10]);
+            (u64::from_be_bytes(b) as usize, 10)
+        }
+        n => (n as usize, 2),
+    };
+    let mask = if masked {
+        if buf.len() < at + 4 {
+            return None;
+        }
+        let m = [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]];
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    Some(Header {
+        fin,
+        opcode,
+        mask,
+        len,
+        header_len: at,
+    })
+}
+
+/// Appends a frame header. `mask` set means a client frame (the payload must
+/// then be masked with it by the caller; an all-zero key needs nothing).
+pub fn put_header(out: &mut Vec<u8>, fin: bool, opcode: u8, len: usize, mask: Option<[u8; 4]>) {
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let m = if mask.is_some() { 0x80 } else { 0 };
+    if len < 126 {
+        out.push(m | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(m | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(m | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    if let Some(k) = mask {
+        out.extend_from_slice(&k);
+    }
+}
+
+/// XORs `data` (a whole payload) with the mask key.
+pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
+    if key == [0; 4] {
+        return;
+    }
+    let k32 = u32::from_ne_bytes(key);
+    let k64 = (k32 as u64) | ((k32 as u64) << 32);
+    let mut chunks = data.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes(c.try_into().unwrap()) ^ k64;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= key[i % 4];
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a key.
+pub fn accept_key(key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85");
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// Finds the end of an HTTP head (index just past `\r\n\r\n`).
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// A TCP or TLS client connection.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Conn {
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+/// Where and how the load generator connects.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub path: String,
+    /// TLS client config when the target terminates TLS.
+    pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    /// Source addresses to spread connections over (bind before connect).
+    pub sources: Vec<IpAddr>,
+}
+
+/// A TLS client that trusts the bench's self-signed certificate, offers
+/// X25519 only (the group both proxies support; rustls would otherwise lead
+/// with a post-quantum hybrid OpenSSL 3.0 lacks) and never resumes, so every
+/// handshake is a full one.
+pub fn tls_client(ca_pem: &str) -> io::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let provider = rustls::crypto::CryptoProvider {
+        kx_groups: vec![rustls::crypto::aws_lc_rs::kx_group::X25519],
+        ..provider
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca_pem).map_err(io::Error::other)? {
+        roots.add(c.map_err(io::Error::other)?).map_err(io::Error::other)?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// Opens a connection (TCP, then TLS when configured) from source `n`.
+pub async fn connect(t: &Target, n: usize) -> io::Result<Conn> {
+    let sock = match t.addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if !t.sources.is_empty() {
+        let ip = t.sources[n % t.sources.len()];
+        sock.bind(SocketAddr::new(ip, 0))?;
+    }
+    let tcp = sock.connect(t.addr).await?;
+    tcp.set_nodelay(true)?;
+    match &t.tls {
+        None => Ok(Conn::Plain(tcp)),
+        Some((c, name)) => Ok(Conn::Tls(Box::new(c.connect(name.clone(), tcp).await?))),
+    }
+}
+
+/// Sends the upgrade request with a bearer token and reads the answer head.
+/// Returns the status code and any bytes read past the head.
+pub async fn upgrade(c: &mut Conn, host: &str, path: &str, token: Option<&str>) -> io::Result<(u16, Vec<u8>)> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    );
+    if let Some(t) = token {
+        req.push_str("Authorization: Bearer ");
+        req.push_str(t);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    c.write_all(req.as_bytes()).await?;
+    c.flush().await?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = c.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during upgrade"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&buf) {
+            let status = std::str::from_utf8(&buf[..end])
+                .ok()
+                .and_then(|s| s.split(' ').nth(1))
+                .and_then(|s| s.parse::<u16>().ok())
+                .unwrap_or(0);
+            return Ok((status, buf[end..].to_vec()));
+        }
+        if buf.len() > 16 * 1024 {
+            return Err(io::Error::other("answer head too large"));
+        }
+    }
+}
+
+/// Sets SO_LINGER 0 so dropping the socket resets it (no TIME_WAIT left on
+/// the load generator's ports).
+pub fn abort_on_drop(c: &Conn) {
+    let _ = socket2::SockRef::from(c.tcp()).set_linger(Some(std::time::Duration::ZERO));
+}
+
+/// Reads a key=value style argument list: `--name value` and `--flag`.
+pub struct Args {
+    pub items: Vec<String>,
+}
+
+impl Args {
+    pub fn from_env(skip: usize) -> Self {
+        Self { items: std::env::args().skip(skip).collect() }
+    }
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let flag = format!("--{name}");
+        self.items
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|i| self.items.get(i + 1))
+            .map(|s| s.as_str())
+    }
+    pub fn has(&self, name: &str) -> bool {
+        let flag = format!("--{name}");
+        self.items.iter().any(|a| *a == flag)
+    }
+    pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// Resident memory (kB) of a process.
+pub fn proc_rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// CPU time used by a process so far, in seconds.
+pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ut: f64 = f.get(11)?.parse().ok()?;
+    let st: f64 = f.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((ut + st) / 100.0)
+}
+
+/// Open file descriptors of a process.
+pub fn proc_fds(pid: u32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count())
+}
+
+/// Percentile of a sorted slice.
+pub fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
