@@ -51,18 +51,20 @@ pub fn load_str(
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
     let with_locations = |errors: Vec<ConfigError>| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|e| match e.location {
-                    Some(_) => e,
-                    None => {
-                        let location = locate::locate(text, &e.path);
-                        e.with_location(location)
-                    }
-                })
-                .collect(),
-        )
+        let mut errors: Vec<ConfigError> = errors
+            .into_iter()
+            .map(|e| match e.location {
+                Some(_) => e,
+                None => {
+                    let location = locate::locate(text, &e.path);
+                    e.with_location(location)
+                }
+            })
+            .collect();
+        // In file order, so the list reads alongside the file; problems with
+        // no position (a missing top-level key) come first.
+        errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
+        ConfigErrors(errors)
     };
 
     let mut tree: Value = serde_yaml::from_str(text).map_err(|e| {

@@ -339,3 +339,20 @@ fn load_reads_the_file_and_resolves_paths_next_to_it() {
     // Only the test's own lookup is used by load_str.
     assert!(test_env("PATH").is_none());
 }
+
+#[test]
+fn duplicate_keys_and_errors_in_file_order() {
+    let fx = Fixture::new();
+    let errors = fx.load(&format!("{MINIMAL}routes: []\n")).unwrap_err();
+    assert!(errors.0[0].message.contains("duplicate entry"), "{errors}");
+    assert!(errors.0[0].location.is_some(), "{errors}");
+    let yaml = MINIMAL
+        .replace("/rooms/{room}", "rooms")
+        .replace("127.0.0.1:8080", "nowhere");
+    let errors = fx.load(&yaml).unwrap_err();
+    let lines: Vec<usize> = errors
+        .iter()
+        .filter_map(|e| e.location.map(|l| l.line))
+        .collect();
+    assert_eq!(lines, [2, 9], "{errors}");
+}
