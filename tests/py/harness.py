@@ -16,6 +16,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -196,11 +197,15 @@ class EchoUpstream:
     records each handshake's path, headers and offered/selected subprotocols.
 
     `select`: "first" picks the first offered subprotocol, None picks none.
+    Control messages: `__close__ CODE REASON` makes it close with that code;
+    `__drop__` makes it drop the TCP connection without a close frame. The
+    close each connection saw is recorded in `closes` as (code, reason).
     """
 
     def __init__(self, select="first"):
         self.select = select
         self.requests = []
+        self.closes = []
         self._lock = threading.Lock()
         self.server = ws_serve(
             self._handler,
@@ -232,9 +237,22 @@ class EchoUpstream:
     def _handler(self, connection):
         try:
             for message in connection:
+                if isinstance(message, str) and message.startswith("__close__ "):
+                    _, code, reason = message.split(" ", 2)
+                    connection.close(int(code), reason)
+                    break
+                if message == "__drop__":
+                    connection.socket.shutdown(socket.SHUT_RDWR)
+                    connection.socket.close()
+                    return
                 connection.send(message)
         except ConnectionClosed:
             pass
+        except OSError:
+            return
+        rcvd = connection.protocol.close_rcvd
+        with self._lock:
+            self.closes.append((rcvd.code, rcvd.reason) if rcvd else (None, None))
 
     def last(self):
         with self._lock:
