@@ -201,15 +201,16 @@ impl App {
             )));
         }
         let demo_tasks = TaskTracker::new();
+        let mut demo_loop = None;
+        // The demo upstream outlives the sessions through it, so that they
+        // close with the gateway's 1001 rather than the upstream vanishing.
+        let demo_cancel = CancellationToken::new();
         if let Some(l) = self.demo {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(addr = %addr, "demo echo upstream ready");
             }
-            accept_loops.push(tokio::spawn(crate::demo::serve(
-                l,
-                demo_tasks.clone(),
-                accept_cancel.clone(),
-            )));
+            let demo = crate::demo::serve(l, demo_tasks.clone(), demo_cancel.clone());
+            demo_loop = Some(tokio::spawn(demo));
         }
         gw.listeners_up.store(true, Ordering::Release);
         let missing = gw.state.load().auth.issuers_without_keys();
@@ -247,6 +248,10 @@ impl App {
             );
         }
         gw.revoker.stop().await;
+        demo_cancel.cancel();
+        if let Some(h) = demo_loop {
+            let _ = h.await;
+        }
         demo_tasks.close();
         let _ =
             tokio::time::timeout(std::time::Duration::from_millis(200), demo_tasks.wait()).await;

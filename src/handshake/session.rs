@@ -120,24 +120,30 @@ pub(crate) async fn run<C>(
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
+    let tally = pump::Tally::default();
     let reason = pump::run(
         client,
         connected.ws,
         &handle,
         &settings,
         &metrics,
+        &tally,
         refresher.as_ref().map(|r| r as &dyn pump::Interceptor),
     )
     .await;
     metrics.active.dec();
     gw.metrics.session_closed(&route.id, reason.metric_label());
     let to_client = reason.to_client();
+    let to_upstream = reason.to_upstream();
+    let [msgs_up, bytes_up, msgs_down, bytes_down] = tally.snapshot();
     tracing::info!(
         route = %route.id, session = handle.id, remote = %handle.remote_addr,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = reason.metric_label(),
         client_code = to_client.as_ref().map(|c| c.code),
         client_reason = to_client.as_ref().map(|c| c.reason.as_str()),
+        upstream_code = to_upstream.as_ref().map(|c| c.code),
+        msgs_up, bytes_up, msgs_down, bytes_down,
         "session closed"
     );
     drop(connected.lease);

@@ -49,6 +49,36 @@ pub trait Interceptor: Send + Sync {
     ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>>>;
 }
 
+/// Messages and payload bytes of one session, each way (for its end-of-session log line).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub msgs_up: AtomicU64,
+    pub msgs_down: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+impl Tally {
+    fn add(&self, direction: Direction, bytes: usize) {
+        let (m, b) = match direction {
+            Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
+            Direction::to_client => (&self.msgs_down, &self.bytes_down),
+        };
+        m.fetch_add(1, Ordering::Relaxed);
+        b.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// (messages, bytes) to the upstream and to the client.
+    pub fn snapshot(&self) -> [u64; 4] {
+        [
+            self.msgs_up.load(Ordering::Relaxed),
+            self.bytes_up.load(Ordering::Relaxed),
+            self.msgs_down.load(Ordering::Relaxed),
+            self.bytes_down.load(Ordering::Relaxed),
+        ]
+    }
+}
+
 /// How one direction ended.
 enum End {
     /// The reading side sent a close frame; it has been passed on.
@@ -68,6 +98,7 @@ pub async fn run<C, U>(
     session: &SessionHandle,
     settings: &PumpSettings,
     metrics: &SessionMetrics,
+    tally: &Tally,
     interceptor: Option<&dyn Interceptor>,
 ) -> CloseReason
 where
@@ -98,7 +129,9 @@ where
                         continue;
                     }
                 }
-                if let Err(end) = forward(msg, &mut u_tx, Direction::to_upstream, metrics).await {
+                if let Err(end) =
+                    forward(msg, &mut u_tx, Direction::to_upstream, metrics, tally).await
+                {
                     return end;
                 }
             }
@@ -113,7 +146,9 @@ where
                     Some(answer) = reply_rx.recv() => Message::text(answer),
                 };
                 touch(&last_activity, start);
-                if let Err(end) = forward(msg, &mut c_tx, Direction::to_client, metrics).await {
+                if let Err(end) =
+                    forward(msg, &mut c_tx, Direction::to_client, metrics, tally).await
+                {
                     return end;
                 }
             }
@@ -167,11 +202,13 @@ async fn forward<W>(
     tx: &mut W,
     direction: Direction,
     metrics: &SessionMetrics,
+    tally: &Tally,
 ) -> Result<(), End>
 where
     W: Sink<Message, Error = WsError> + Unpin,
 {
     metrics.relayed(direction, msg.len());
+    tally.add(direction, msg.len());
     tx.send(msg).await.map_err(|_| End::WriteLost)
 }
 
