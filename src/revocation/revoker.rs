@@ -225,3 +225,14 @@ fn close_all(sessions: &[Arc<SessionHandle>]) -> usize {
         .filter(|s| s.close(CloseReason::Revoked))
         .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_until_without_known_tokens_is_max_lifetime_plus_leeway() {
+        let got = keep_until(1_000, Duration::from_secs(60), &[]);
+        assert_eq!(got, 1_000 + 24 * 3600 + 60);
+    }
+}

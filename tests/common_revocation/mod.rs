@@ -24,6 +24,8 @@ pub const SECRET: &str = "revocation-test-secret-0123456789abcdef";
 pub const ISS: &str = "https://issuer.test";
 pub const AUD: &str = "wsgate-test";
 pub const ADMIN: &str = "revocation-admin-token";
+/// A second loopback address: the config check refuses two binds on the
+/// same address even when both ask for an ephemeral port (`:0`).
 const ADMIN_BIND: &str = "127.0.0.2:0";
 /// Bound on anything that should happen promptly (start-up, connects).
 pub const WAIT: Duration = Duration::from_secs(20);
