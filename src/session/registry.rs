@@ -1,8 +1,9 @@
 //! The registry of live sessions (dashmap), with an index by subject so that
 //! limits and revocations by `sub` never scan every session.
 //!
-//! Rule: no dashmap guard is held across an `.await` or while calling into
-//! another map, so shards never deadlock.
+//! Rules: no dashmap guard is held across an `.await`; and where two maps
+//! are locked at once, the order is always `by_subject` then `sessions`
+//! (only [`Registry::register`] nests them), so shards never deadlock.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
