@@ -159,6 +159,10 @@ pub(crate) fn check_distinct_binds(
         .chain(admin.map(|a| (a.bind, root.key("admin").key("bind"))))
         .chain(demo.map(|d| (d.echo_bind, root.key("demo").key("echo"))));
     for (addr, path) in all {
+        // Port 0 asks the kernel for a fresh port per socket: never a clash.
+        if addr.port() == 0 {
+            continue;
+        }
         if let Some((_, first)) = seen.iter().find(|(a, _)| *a == addr) {
             let msg = format!("address already used by {first}; each listener needs its own port");
             cx.err(path.clone(), msg);

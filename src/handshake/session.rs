@@ -46,7 +46,8 @@ pub(crate) fn register(
         token.clone(),
         token.as_ref().and_then(|t| t.exp),
     ));
-    gw.registry
+    let guard = gw
+        .registry
         .register(
             handle,
             subject,
@@ -56,7 +57,14 @@ pub(crate) fn register(
         .map_err(|e| match e {
             SlotError::Global => Reject::GlobalLimit,
             SlotError::Subject => Reject::SubjectLimit,
-        })
+        })?;
+    // A revocation made between verification and registration found no
+    // session to close; checking again now that the session is visible
+    // leaves no gap.
+    if token.as_ref().is_some_and(|t| gw.is_revoked(t)) {
+        return Err(Reject::InvalidToken("token revoked"));
+    }
+    Ok(guard)
 }
 
 /// Runs the session once hyper hands over the upgraded client connection.

@@ -109,7 +109,8 @@ mod tests {
 
     #[test]
     fn malformed_upgrades_are_400() {
-        let cases: Vec<Box<dyn Fn(&mut HeaderMap)>> = vec![
+        type Mutation = Box<dyn Fn(&mut HeaderMap)>;
+        let cases: Vec<Mutation> = vec![
             Box::new(|h| {
                 h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
             }),

@@ -75,7 +75,7 @@ impl Refresher {
             .check(&verified.claims, &self.params)
             .map_err(|_| "forbidden")?;
         let exp = verified.exp;
-        self.session.refresh(verified, exp);
+        self.gw.registry.refresh(&self.session, verified);
         Ok(exp)
     }
 }

@@ -109,10 +109,13 @@ impl CloseReason {
 mod tests {
     use super::*;
 
+    /// (reason, client code + text, upstream code, metric label)
+    type Row = (CloseReason, Option<(u16, &'static str)>, Option<u16>, &'static str);
+
     /// One row per line of the CONTRACT's session table.
     #[test]
     fn contract_session_table() {
-        let rows: [(CloseReason, Option<(u16, &str)>, Option<u16>, &str); 9] = [
+        let rows: [Row; 9] = [
             (
                 CloseReason::Expired,
                 Some((4401, "token expired")),

@@ -52,7 +52,6 @@ pub struct SessionGuard {
     registry: Arc<Registry>,
     handle: Arc<SessionHandle>,
     subject: Option<SubjectKey>,
-    jti: Option<String>,
     _slot: Slot,
 }
 
@@ -72,12 +71,9 @@ impl Drop for SessionGuard {
                 ids.is_empty()
             });
         }
-        if let Some(jti) = self.jti.take() {
-            let id = self.handle.id;
-            self.registry.by_jti.remove_if_mut(&jti, |_, ids| {
-                ids.retain(|x| *x != id);
-                ids.is_empty()
-            });
+        // The current token's jti: a refresh moves the session in the index.
+        if let Some(jti) = self.handle.token().and_then(|t| t.jti.clone()) {
+            self.registry.unindex_jti(&jti, self.handle.id);
         }
     }
 }
@@ -140,17 +136,39 @@ impl Registry {
         } else {
             self.sessions.insert(handle.id, Arc::clone(&handle));
         }
-        let jti = handle.token().and_then(|t| t.jti.clone());
-        if let Some(jti) = &jti {
-            self.by_jti.entry(jti.clone()).or_default().push(handle.id);
+        if let Some(jti) = handle.token().and_then(|t| t.jti.clone()) {
+            self.by_jti.entry(jti).or_default().push(handle.id);
         }
         Ok(SessionGuard {
             registry: Arc::clone(self),
             handle,
             subject,
-            jti,
             _slot: slot,
         })
+    }
+
+    fn unindex_jti(&self, jti: &str, id: SessionId) {
+        self.by_jti.remove_if_mut(jti, |_, ids| {
+            ids.retain(|x| *x != id);
+            ids.is_empty()
+        });
+    }
+
+    /// A refresh: the session carries `token` from now on, with its expiry,
+    /// and is found under the new token's `jti`.
+    pub fn refresh(&self, handle: &SessionHandle, token: Arc<crate::auth::VerifiedToken>) {
+        let old = handle.token().and_then(|t| t.jti.clone());
+        let new = token.jti.clone();
+        let exp = token.exp;
+        handle.refresh(token, exp);
+        if old != new {
+            if let Some(old) = old {
+                self.unindex_jti(&old, handle.id);
+            }
+            if let Some(new) = new {
+                self.by_jti.entry(new).or_default().push(handle.id);
+            }
+        }
     }
 
     pub fn get(&self, id: SessionId) -> Option<Arc<SessionHandle>> {
