@@ -110,7 +110,12 @@ mod tests {
     use super::*;
 
     /// (reason, client code + text, upstream code, metric label)
-    type Row = (CloseReason, Option<(u16, &'static str)>, Option<u16>, &'static str);
+    type Row = (
+        CloseReason,
+        Option<(u16, &'static str)>,
+        Option<u16>,
+        &'static str,
+    );
 
     /// One row per line of the CONTRACT's session table.
     #[test]
