@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
