@@ -553,10 +553,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<H
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(p) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(p) = b.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(String::from_utf8_lossy(&b[..p]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;

@@ -189,6 +189,8 @@ async fn serve<S>(
 {
     let rec = Arc::new(Mutex::new(UpConn::default()));
     let cb_rec = Arc::clone(&rec);
+    // The signature is tungstenite's callback type; the large error is theirs.
+    #[allow(clippy::result_large_err)]
     let callback = move |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         let mut c = cb_rec.lock().unwrap();
         c.target = req
