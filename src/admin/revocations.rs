@@ -127,7 +127,15 @@ pub async fn create(gw: &Arc<Gateway>, body: Bytes) -> Response<Body> {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    match gw.revoker.revoke(selector, max_leeway(gw)).await {
+    match gw
+        .revoker
+        .revoke(
+            selector,
+            max_leeway(gw),
+            gw.state.load().config.revocation_retain,
+        )
+        .await
+    {
         Ok(closed) => json(StatusCode::CREATED, &json!({ "closed": closed })),
         Err(e @ RevokeError::NotStored { closed, .. }) => {
             tracing::error!(error = %e, "revocation not stored");

@@ -23,6 +23,10 @@ pub struct Config {
     pub token_sources: Vec<TokenSource>,
     pub routes: Vec<RouteConfig>,
     pub revocation: RevocationConfig,
+    /// Extension (`revocation.retain`): the longest token lifetime to cover.
+    /// A revocation is kept for this long plus the largest leeway, or longer
+    /// when a covered live session's token expires later.
+    pub revocation_retain: Duration,
     pub limits: Limits,
     /// Extension: a built-in echo upstream so the shipped `gateway.yaml` works
     /// with no external service.
@@ -281,3 +285,4 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_REVOCATION_FILE: &str = "wsgate-revocations.jsonl";
+pub const DEFAULT_REVOCATION_RETAIN: Duration = Duration::from_secs(24 * 3600);

@@ -174,6 +174,8 @@ pub struct RawRevocation {
     pub store: Option<String>,
     pub path: Option<String>,
     pub redis_url: Option<String>,
+    /// Extension: how long an entry is kept at least (the longest token lifetime).
+    pub retain: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -192,6 +192,11 @@ pub(crate) fn validate(
         );
     }
     let revocation = revocation(&mut cx, raw.revocation.as_ref(), root.key("revocation"));
+    let revocation_retain = cx.duration(
+        &raw.revocation.as_ref().and_then(|r| r.retain.clone()),
+        root.key("revocation").key("retain"),
+        crate::config::model::DEFAULT_REVOCATION_RETAIN,
+    );
     let limits = limits(&mut cx, raw.limits.as_ref(), root.key("limits"));
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -205,6 +210,7 @@ pub(crate) fn validate(
         token_sources,
         routes,
         revocation,
+        revocation_retain,
         limits,
         demo,
     })

@@ -25,9 +25,6 @@ use super::{Revocation, RevocationList, Selector};
 use crate::config::RevocationConfig;
 use crate::session::{unix_now, CloseReason, Registry, SessionHandle};
 
-/// The longest token lifetime assumed when the covered tokens are unknown:
-/// a revocation made now is kept until `now + MAX_TOKEN_LIFETIME + leeway`.
-pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// How often expired entries are dropped (and the file compacted).
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
 /// When the second walk over live sessions runs after a new entry.
@@ -57,9 +54,14 @@ pub struct Revoker {
 /// How long an entry made at `now` is kept: the longest lifetime a covered
 /// token can have plus the largest leeway, or later when a covered live
 /// session's token is known to expire later.
-pub fn keep_until(now: i64, max_leeway: Duration, covered: &[Arc<SessionHandle>]) -> i64 {
+pub fn keep_until(
+    now: i64,
+    max_leeway: Duration,
+    retain: Duration,
+    covered: &[Arc<SessionHandle>],
+) -> i64 {
     let leeway = max_leeway.as_secs() as i64;
-    let assumed = now + MAX_TOKEN_LIFETIME.as_secs() as i64 + leeway;
+    let assumed = now + retain.as_secs() as i64 + leeway;
     covered
         .iter()
         .filter_map(|s| s.token().and_then(|t| t.exp))
@@ -145,6 +147,7 @@ impl Revoker {
         self: &Arc<Self>,
         selector: Selector,
         max_leeway: Duration,
+        retain: Duration,
     ) -> Result<usize, RevokeError> {
         let now = unix_now();
         let mut r = Revocation {
@@ -153,7 +156,7 @@ impl Revoker {
             keep_until: now,
         };
         let covered = self.covered(&r);
-        r.keep_until = keep_until(now, max_leeway, &covered);
+        r.keep_until = keep_until(now, max_leeway, retain, &covered);
         self.list.insert(r.clone());
         let closed = close_all(&covered);
         self.recheck_later(r.clone());
@@ -232,7 +235,12 @@ mod tests {
 
     #[test]
     fn keep_until_without_known_tokens_is_max_lifetime_plus_leeway() {
-        let got = keep_until(1_000, Duration::from_secs(60), &[]);
+        let got = keep_until(
+            1_000,
+            Duration::from_secs(60),
+            Duration::from_secs(24 * 3600),
+            &[],
+        );
         assert_eq!(got, 1_000 + 24 * 3600 + 60);
     }
 }
