@@ -239,7 +239,7 @@ async fn plaintext_and_tls_listeners_side_by_side() {
     let leaf = ca.server(&["localhost"]);
     let h = head().replace(
         "listeners:\n  - bind: \"127.0.0.1:0\"\n",
-        "listeners:\n  - bind: \"127.0.0.1:0\"\n    tls:\n      cert: certs/server.pem\n      key: certs/server.key\n  - bind: \"127.0.0.3:0\"\n",
+        "listeners:\n  - bind: \"127.0.0.1:0\"\n    tls:\n      cert: certs/server.pem\n      key: certs/server.key\n  - bind: \"127.0.0.1:0\"\n",
     );
     let gw = Gateway::start_with_files(
         &format!("{h}{}", ECHO_ROUTE.replace("UPSTREAM", &up.url())),

@@ -47,9 +47,7 @@ pub fn head() -> String {
 listeners:
   - bind: "127.0.0.1:0"
 admin:
-  # A distinct loopback address: the config check treats two `:0` binds
-  # on one IP as the same address.
-  bind: "127.0.0.2:0"
+  bind: "127.0.0.1:0"
   token: "{ADMIN_TOKEN}"
 issuers:
   - id: test
