@@ -19,8 +19,10 @@ use tokio_util::task::TaskTracker;
 use crate::app::Gateway;
 use crate::handshake::{self, ConnInfo};
 
-/// Request heads above this size get 431; a JWT plus ordinary headers fits.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Request heads above this size get 431 (hyper's buffer limit catches the
+/// gross cases, [`crate::handshake`] the exact one); a JWT plus ordinary
+/// headers fits.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Header lines above this count get 431.
 const MAX_HEADERS: usize = 128;
 

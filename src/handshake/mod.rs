@@ -139,6 +139,17 @@ async fn accept(
     on_upgrade: OnUpgrade,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, Refusal> {
+    // hyper bounds the head only approximately (its read buffer grows in
+    // chunks); this makes the limit exact.
+    let head_len: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.uri.to_string().len();
+    if head_len > crate::listener::MAX_HEAD_BYTES {
+        return Err((Reject::HeadTooLarge, None));
+    }
     let path = parse_request_path(parts.uri.path())
         .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
     let host = request_host(&parts);

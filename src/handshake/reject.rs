@@ -20,6 +20,8 @@ pub enum Reject {
     BadUpgrade(&'static str),
     #[error("unsupported WebSocket version")]
     BadVersion,
+    #[error("request head too large")]
+    HeadTooLarge,
     #[error("plain HTTP request on a WebSocket route")]
     NotWebSocket,
     #[error("missing token")]
@@ -47,6 +49,7 @@ impl Reject {
                 StatusCode::BAD_REQUEST
             }
             Reject::NotWebSocket => StatusCode::UPGRADE_REQUIRED,
+            Reject::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Reject::Forbidden(_) | Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
             Reject::SubjectLimit => StatusCode::TOO_MANY_REQUESTS,
@@ -61,7 +64,8 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadVersion
-            | Reject::NotWebSocket => Outcome::bad_request,
+            | Reject::NotWebSocket
+            | Reject::HeadTooLarge => Outcome::bad_request,
             Reject::MissingToken | Reject::InvalidToken(_) => Outcome::unauthorized,
             Reject::Forbidden(_) | Reject::OriginNotAllowed => Outcome::forbidden,
             Reject::SubjectLimit | Reject::GlobalLimit => Outcome::rate_limited,
@@ -82,6 +86,7 @@ impl Reject {
             | Reject::BadUpgrade(_)
             | Reject::BadVersion
             | Reject::NotWebSocket
+            | Reject::HeadTooLarge
             | Reject::SubjectLimit
             | Reject::GlobalLimit
             | Reject::Upstream(_) => None,
@@ -146,6 +151,7 @@ mod tests {
             (Reject::BadPath("dot segment"), 400, Outcome::bad_request),
             (Reject::BadUpgrade("missing key"), 400, Outcome::bad_request),
             (Reject::NotWebSocket, 426, Outcome::bad_request),
+            (Reject::HeadTooLarge, 431, Outcome::bad_request),
             (Reject::MissingToken, 401, Outcome::unauthorized),
             (
                 Reject::InvalidToken("token expired"),
