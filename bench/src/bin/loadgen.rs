@@ -429,7 +429,13 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
             for j in js {
                 match j.await {
                     Ok(Ok((conn, _))) => held.push(conn),
-                    _ => {
+                    Ok(Err(e)) => {
+                        if fail.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("hold: first failure: {e}");
+                        }
+                        failed_batch += 1;
+                    }
+                    Err(_) => {
                         fail.fetch_add(1, Ordering::Relaxed);
                         failed_batch += 1;
                     }

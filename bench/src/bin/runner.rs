@@ -141,6 +141,7 @@ fn run() -> io::Result<()> {
         "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
         "-keyout", &w("tls.key"), "-out", &w("tls.crt"), "-days", "2", "-subj", "/CN=localhost",
         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext", "basicConstraints=critical,CA:FALSE",
     ])?;
     let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
     std::fs::write(w("tls_combined.pem"), combined)?;
