@@ -170,13 +170,15 @@ async fn accept(
     let on_upgrade = Some(on_upgrade);
 
     if let Some(allowed) = &route.cfg.origins {
-        if let Some(origin) = parts.headers.get(header::ORIGIN) {
-            let ok = origin
+        // Every Origin present must be allowed: checking only the first would
+        // let a second, foreign one through.
+        let ok = parts.headers.get_all(header::ORIGIN).iter().all(|origin| {
+            origin
                 .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)));
-            if !ok {
-                return Err((Reject::OriginNotAllowed, on_upgrade));
-            }
+                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+        }) && parts.headers.get_all(header::ORIGIN).iter().count() <= 1;
+        if !ok {
+            return Err((Reject::OriginNotAllowed, on_upgrade));
         }
     }
 

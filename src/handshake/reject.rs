@@ -110,6 +110,9 @@ impl Reject {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        // A refused request may carry a body or smuggled bytes behind it;
+        // closing the connection guarantees none of it is read as a request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         match self {
             Reject::MissingToken => {
                 h.insert(
@@ -125,7 +128,10 @@ impl Reject {
             }
             Reject::NotWebSocket => {
                 h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-                h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                h.insert(
+                    header::CONNECTION,
+                    HeaderValue::from_static("Upgrade, close"),
+                );
             }
             Reject::BadVersion => {
                 h.insert(
