@@ -8,6 +8,7 @@
 # upstream and the gateway on free loopback ports, runs the load for
 # --minutes, closes the long-lived sessions, waits, and checks that
 # wsgate_sessions_active is 0 and the fd count is back near its baseline.
+# WSGATE_BIN=path uses that gateway binary instead of building the repo's.
 # Exit status: 0 pass, 1 leak or failed sessions, 2 setup error.
 # Everything runs under `nice -n 10`; every process it starts is stopped by PID.
 set -euo pipefail
@@ -44,9 +45,13 @@ cleanup() {
 trap cleanup EXIT
 
 echo "soak: building (release)"
-(cd "$ROOT" && nice -n 10 cargo build --release --quiet)
+if [ -n "${WSGATE_BIN:-}" ]; then
+  WSGATE="$WSGATE_BIN"      # a prebuilt gateway, e.g. from a clean checkout
+else
+  (cd "$ROOT" && nice -n 10 cargo build --release --quiet)
+  WSGATE="$ROOT/target/release/wsgate"
+fi
 (cd "$HERE" && nice -n 10 cargo build --release --quiet)
-WSGATE="$ROOT/target/release/wsgate"
 SOAK="$HERE/target/release/wsgate-soak"
 
 free_port() {
