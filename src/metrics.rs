@@ -196,6 +196,16 @@ pub struct SessionMetrics {
 }
 
 impl SessionMetrics {
+    /// Counts several messages at once (one read's worth).
+    pub fn relayed_many(&self, direction: Direction, msgs: u64, bytes: u64) {
+        let (m, b) = match direction {
+            Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
+            Direction::to_client => (&self.msgs_down, &self.bytes_down),
+        };
+        m.inc_by(msgs);
+        b.inc_by(bytes);
+    }
+
     pub fn relayed(&self, direction: Direction, bytes: usize) {
         let (m, b) = match direction {
             Direction::to_upstream => (&self.msgs_up, &self.bytes_up),

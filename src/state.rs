@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::auth::Authenticator;
 use crate::config::{Config, RouteConfig, TokenSource};
@@ -52,7 +51,6 @@ pub struct Route {
     pub upstreams: Upstreams,
     /// The route's sources, or the global ones.
     pub token_sources: Vec<TokenSource>,
-    pub ws_config: WebSocketConfig,
 }
 
 impl Route {
@@ -105,22 +103,9 @@ impl Route {
                 .token_sources
                 .clone()
                 .unwrap_or_else(|| global_sources.to_vec()),
-            ws_config: ws_config(cfg.session.max_message_size),
             cfg: cfg.clone(),
         })
     }
-}
-
-/// Per-connection WebSocket settings. Small read chunks keep an idle
-/// session's footprint low; the write buffer is flushed per message because
-/// the pump applies backpressure itself.
-pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message_size.saturating_mul(2).max(1 << 20))
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
 }
 
 pub struct State {

@@ -7,23 +7,19 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::StreamExt;
 use http::request::Parts;
 use http::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::AsyncRead;
 
-use super::session::{close_now, register, run};
-use super::{
-    answer_protocol, switching_protocols, upstream_request, verify, Accepted, Body, ConnInfo, Ctx,
-    Reject,
-};
+use super::session::{register, run};
+use super::{switching_protocols, upstream_request, verify, Accepted, Body, ConnInfo, Ctx, Reject};
 use crate::app::Gateway;
 use crate::auth::sources;
 use crate::metrics::Outcome;
+use crate::proxy::direct::{close_client, read_text_message};
+use crate::proxy::prefixed::Prefixed;
 use crate::route::Params;
 use crate::state::{Route, State};
 
@@ -54,12 +50,7 @@ pub(super) fn start(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let mut client = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(route.ws_config),
-        )
-        .await;
+        let mut client = TokioIo::new(upgraded);
         let auth_timeout = state.config.limits.auth_timeout;
         let outcome = tokio::select! {
             r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &state, &route, &params, &mut client)) => match r {
@@ -69,15 +60,17 @@ pub(super) fn start(
             _ = gw2.shutdown.cancelled() => Err((1001, "gateway shutting down", Outcome::upstream_error)),
         };
         let elapsed = started.elapsed().as_secs_f64();
-        let token = match outcome {
+        let (token, leftover) = match outcome {
             Ok(t) => t,
             Err((code, reason, outcome)) => {
                 gw2.metrics.handshake(&route.id, outcome, elapsed);
                 tracing::info!(route = %route.id, remote = %conn.remote, outcome = ?outcome, reason, "first-message authentication refused");
-                close_now(client, code, reason.to_owned()).await;
+                close_client(&mut client, code, reason).await;
                 return;
             }
         };
+        // Frames the client sent right behind its auth message go to the relay.
+        let mut client = Prefixed::new(leftover, client);
         let accepted = Accepted {
             route: Arc::clone(&route),
             params,
@@ -88,7 +81,7 @@ pub(super) fn start(
             Ok(g) => g,
             Err(r) => {
                 gw2.metrics.handshake(&route.id, r.outcome(), elapsed);
-                close_now(client, 1013, r.to_string()).await;
+                close_client(&mut client, 1013, &r.to_string()).await;
                 return;
             }
         };
@@ -96,16 +89,16 @@ pub(super) fn start(
             Ok(r) => r,
             Err(r) => {
                 gw2.metrics.handshake(&route.id, r.outcome(), elapsed);
-                close_now(client, 4403, r.to_string()).await;
+                close_client(&mut client, 4403, &r.to_string()).await;
                 return;
             }
         };
-        let connected = match route.upstreams.connect(&req, route.ws_config).await {
+        let connected = match route.upstreams.connect(&req).await {
             Ok(c) => c,
             Err(e) => {
                 gw2.metrics.handshake(&route.id, Outcome::upstream_error, started.elapsed().as_secs_f64());
                 tracing::info!(route = %route.id, remote = %conn.remote, error = %e, "upstream unavailable after first-message authentication");
-                close_now(client, 1014, "upstream unavailable".to_owned()).await;
+                close_client(&mut client, 1014, "upstream unavailable").await;
                 return;
             }
         };
@@ -120,7 +113,6 @@ pub(super) fn start(
         );
         run(&gw2, accepted, guard, client, connected).await;
     });
-    let _ = answer_protocol;
     switching_protocols(&accept_key, protocol.as_deref())
 }
 
@@ -132,32 +124,14 @@ async fn authenticate<S>(
     route: &Route,
     params: &Params,
     client: &mut S,
-) -> Result<Arc<crate::auth::VerifiedToken>, Failure>
+) -> Result<(Arc<crate::auth::VerifiedToken>, Vec<u8>), Failure>
 where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    S: AsyncRead + Unpin,
 {
-    let text = loop {
-        match client.next().await {
-            Some(Ok(Message::Text(t))) => break t,
-            // Control frames may precede the auth message.
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(_)) => {
-                return Err((
-                    4401,
-                    "expected an authentication message",
-                    Outcome::unauthorized,
-                ))
-            }
-            Some(Err(_)) | None => {
-                return Err((
-                    4401,
-                    "connection ended before authentication",
-                    Outcome::unauthorized,
-                ))
-            }
-        }
-    };
-    let token = sources::parse_first_message(text.as_str()).ok_or((
+    let (text, leftover) = read_text_message(client)
+        .await
+        .map_err(|e| (4401, direct_error_text(&e), Outcome::unauthorized))?;
+    let token = sources::parse_first_message(&text).ok_or((
         4401,
         "malformed authentication message",
         Outcome::unauthorized,
@@ -172,5 +146,15 @@ where
         .rules
         .check(&verified.claims, params)
         .map_err(|_| (4403, "forbidden", Outcome::forbidden))?;
-    Ok(verified)
+    Ok((verified, leftover))
+}
+
+fn direct_error_text(e: &crate::proxy::direct::DirectError) -> &'static str {
+    use crate::proxy::direct::DirectError as D;
+    match e {
+        D::Ended => "connection ended before authentication",
+        D::NotText => "expected an authentication message",
+        D::TooLarge => "authentication message too large",
+        D::Protocol => "protocol error",
+    }
 }

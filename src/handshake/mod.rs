@@ -214,7 +214,7 @@ async fn accept(
         .map_err(|r| (r, None))?;
     let connected = route
         .upstreams
-        .connect(&upstream_req, route.ws_config)
+        .connect(&upstream_req)
         .await
         .map_err(|e| (Reject::Upstream(e), None))?;
 

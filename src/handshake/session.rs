@@ -3,23 +3,18 @@
 //! handshake with a close (`reject: close`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Accepted, ConnInfo, Reject};
 use crate::app::Gateway;
+use crate::proxy::direct::close_client;
 use crate::proxy::pump::{self, PumpSettings};
 use crate::proxy::refresh::Refresher;
 use crate::proxy::upstream::Connected;
 use crate::session::{SessionGuard, SessionHandle, SlotError};
-use crate::state::ws_config;
 
 /// Takes a global slot and registers the session (per-subject limit checked
 /// atomically with the insert).
@@ -78,14 +73,7 @@ pub(crate) fn spawn(
     let gw2 = Arc::clone(gw);
     gw.sessions.spawn(async move {
         let client = match on_upgrade.await {
-            Ok(upgraded) => {
-                WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(accepted.route.ws_config),
-                )
-                .await
-            }
+            Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
                 tracing::debug!(error = %e, "client upgrade failed");
                 return;
@@ -103,9 +91,7 @@ pub(crate) async fn run<C>(
     client: C,
     connected: Connected,
 ) where
-    C: futures_util::Sink<Message, Error = tokio_tungstenite::tungstenite::Error>
-        + futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
 {
     let route = &accepted.route;
     let handle = Arc::clone(guard.handle());
@@ -114,6 +100,7 @@ pub(crate) async fn run<C>(
     let settings = PumpSettings {
         close_on_expiry: route.cfg.session.close_on_expiry,
         idle_timeout: route.cfg.session.idle_timeout,
+        max_message_size: route.cfg.session.max_message_size,
     };
     let refresher = route.cfg.session.refresh.then(|| {
         Refresher::new(
@@ -131,7 +118,7 @@ pub(crate) async fn run<C>(
     let tally = pump::Tally::default();
     let reason = pump::run(
         client,
-        connected.ws,
+        connected.io,
         &handle,
         &settings,
         &metrics,
@@ -165,29 +152,6 @@ pub(crate) fn spawn_refusal(gw: &Arc<Gateway>, on_upgrade: OnUpgrade, code: u16,
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(64 * 1024)),
-        )
-        .await;
-        close_now(ws, code, reason).await;
+        close_client(&mut TokioIo::new(upgraded), code, &reason).await;
     });
-}
-
-/// Sends a close frame and waits briefly for the peer's answer.
-pub(crate) async fn close_now<S>(mut ws: S, code: u16, reason: String)
-where
-    S: futures_util::Sink<Message> + futures_util::Stream + Unpin,
-{
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    if ws.send(Message::Close(Some(frame))).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            while ws.next().await.is_some() {}
-        })
-        .await;
-    }
 }

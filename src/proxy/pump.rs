@@ -1,36 +1,35 @@
-//! The frame pump: one task per session relays messages both ways and ends
-//! the session when either side closes, the token expires, the session is
-//! killed (revocation, admin, reload, shutdown) or it goes idle.
+//! The session pump: relays a session until it ends and decides why it
+//! ended: either side closing, a lost connection, an oversized message, the
+//! token's expiry, a kill (revocation, admin, reload, shutdown) or idleness.
 //!
 //! # Lifecycle
 //!
-//! 1. Both directions run as two futures inside one task, so a side that
-//!    stops reading blocks only its own direction (backpressure: the pump never
-//!    buffers more than the message in hand) and the other direction keeps
-//!    draining. A single sequential loop would deadlock an upstream that writes
-//!    while we are blocked writing to it.
-//! 2. The first event ends the relay: a close frame (already passed on by the
-//!    relay), a lost connection, an oversized message, or a control event.
-//! 3. [`finish`] tells each side what the contract's session table says
-//!    ([`CloseReason`]) and waits, bounded, for the close handshakes.
+//! 1. [`super::relay::Relay`] passes frames both ways unchanged. The pump
+//!    races it against [`control`], which waits for the session's deadlines
+//!    and its cancellation token: one task per session, no polling loop, no
+//!    cost while idle.
+//! 2. A close frame from either side is passed on and the other side's answer
+//!    is awaited (bounded); the close handshake completes end to end.
+//! 3. Any other end goes through [`super::relay::Relay::finish`], which sends
+//!    each side what the contract's session table ([`CloseReason`]) says,
+//!    between frames, and lets both close handshakes complete (bounded).
 //!
-//! The pump is generic over `Sink + Stream` so it can be driven by in-memory
-//! channels in tests.
+//! Refresh frames taken out by the relay are answered here, between relay
+//! steps, so the relay itself never awaits anything but I/O.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::time::{sleep, sleep_until, Instant};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{sleep_until, Instant};
 
+use super::relay::{Accounting, Event, Relay};
 use crate::metrics::{Direction, SessionMetrics};
-use crate::session::close::CloseFrameSpec;
 use crate::session::{unix_now_ms, CloseReason, SessionHandle};
 
-/// How long the pump waits for each side to answer its close frame.
+/// How long the pump waits for each side to answer a close frame.
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(3);
 
 /// Per-session knobs taken from the route.
@@ -38,15 +37,15 @@ const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(3);
 pub struct PumpSettings {
     pub close_on_expiry: bool,
     pub idle_timeout: Option<Duration>,
+    pub max_message_size: usize,
 }
 
-/// Client messages the gateway answers itself (refresh). `None` means the
-/// message is relayed; otherwise the future yields the answer to send back.
+/// Client text messages the gateway answers itself (refresh).
 pub trait Interceptor: Send + Sync {
-    fn intercept<'a>(
-        &'a self,
-        text: &str,
-    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>>>;
+    /// Cheap test on a client text frame: is this for the gateway?
+    fn wants(&self, text: &str) -> bool;
+    /// The answer to send back to the client.
+    fn answer<'a>(&'a self, text: String) -> Pin<Box<dyn Future<Output = String> + Send + 'a>>;
 }
 
 /// Messages and payload bytes of one session, each way (for its end-of-session log line).
@@ -59,16 +58,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn add(&self, direction: Direction, bytes: usize) {
+    pub fn add_many(&self, direction: Direction, msgs: u64, bytes: u64) {
         let (m, b) = match direction {
             Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
             Direction::to_client => (&self.msgs_down, &self.bytes_down),
         };
-        m.fetch_add(1, Ordering::Relaxed);
-        b.fetch_add(bytes as u64, Ordering::Relaxed);
+        m.fetch_add(msgs, Ordering::Relaxed);
+        b.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// (messages, bytes) to the upstream and to the client.
+    /// (messages, bytes) to the upstream, then (messages, bytes) to the client.
     pub fn snapshot(&self) -> [u64; 4] {
         [
             self.msgs_up.load(Ordering::Relaxed),
@@ -77,18 +76,6 @@ impl Tally {
             self.bytes_down.load(Ordering::Relaxed),
         ]
     }
-}
-
-/// How one direction ended.
-enum End {
-    /// The reading side sent a close frame; it has been passed on.
-    Closed(Option<CloseFrame>),
-    /// The reading side's connection ended without a close frame.
-    ReadLost,
-    /// The reading side sent a message above the limit.
-    TooBig,
-    /// The writing side's connection failed.
-    WriteLost,
 }
 
 /// Relays a session until it ends; returns why.
@@ -102,134 +89,89 @@ pub async fn run<C, U>(
     interceptor: Option<&dyn Interceptor>,
 ) -> CloseReason
 where
-    C: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Unpin,
-    U: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut c_tx, mut c_rx) = client.split();
-    let (mut u_tx, mut u_rx) = upstream.split();
     let start = Instant::now();
     let last_activity = AtomicU64::new(0);
-    // Replies of the gateway's own to the client (refresh answers) travel on
-    // this bounded channel to the client-writing direction.
-    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<String>(4);
-
-    let reason = {
-        let c2u = async {
-            loop {
-                let msg = match next(&mut c_rx).await {
-                    Ok(m) => m,
-                    Err(end) => return end,
-                };
-                touch(&last_activity, start);
-                if let (Some(icpt), Message::Text(text)) = (interceptor, &msg) {
-                    if let Some(answer) = icpt.intercept(text.as_str()) {
-                        if reply_tx.send(answer.await).await.is_err() {
-                            return End::WriteLost;
-                        }
-                        continue;
-                    }
-                }
-                if let Err(end) =
-                    forward(msg, &mut u_tx, Direction::to_upstream, metrics, tally).await
-                {
-                    return end;
-                }
+    let acct = Accounting {
+        metrics,
+        tally,
+        last_activity: &last_activity,
+        start,
+    };
+    let mut relay = Relay::new(
+        client,
+        upstream,
+        settings.max_message_size as u64,
+        interceptor,
+        acct,
+    );
+    let reason = loop {
+        // Once one side has closed, the other has a bounded time to answer.
+        let half_closed = relay.first_close();
+        let answer_by = half_closed
+            .as_ref()
+            .map(|_| Instant::now() + CLOSE_HANDSHAKE_WAIT);
+        let event = tokio::select! {
+            ev = relay.run() => ev,
+            r = control(session, settings, &last_activity, start), if half_closed.is_none() => {
+                break r;
+            }
+            _ = sleep_until(answer_by.unwrap_or_else(Instant::now)), if answer_by.is_some() => {
+                let (by_client, code, reason) = half_closed.unwrap_or((true, 1005, String::new()));
+                break peer_close(by_client, code, reason);
             }
         };
-        let u2c = async {
-            loop {
-                let msg = tokio::select! {
-                    m = next(&mut u_rx) => match m {
-                        Ok(m) => m,
-                        Err(end) => return end,
-                    },
-                    Some(answer) = reply_rx.recv() => Message::text(answer),
-                };
-                touch(&last_activity, start);
-                if let Err(end) =
-                    forward(msg, &mut c_tx, Direction::to_client, metrics, tally).await
-                {
-                    return end;
+        match event {
+            Event::Closed {
+                by_client,
+                code,
+                reason,
+            } => {
+                // Both close frames went through: nothing is owed to either side.
+                session.close(peer_close(by_client, code, reason.clone()));
+                return session
+                    .take_reason()
+                    .unwrap_or_else(|| peer_close(by_client, code, reason));
+            }
+            Event::Intercepted(text) => {
+                if let Some(icpt) = interceptor {
+                    let answer = icpt.answer(text).await;
+                    relay.send_to_client(&answer);
                 }
             }
-        };
-        tokio::pin!(c2u, u2c);
-        tokio::select! {
-            end = &mut c2u => match end {
-                End::Closed(f) => peer_close(f, true),
-                End::ReadLost => CloseReason::ClientLost,
-                End::TooBig => CloseReason::TooBig,
-                End::WriteLost => CloseReason::UpstreamLost,
-            },
-            end = &mut u2c => match end {
-                End::Closed(f) => peer_close(f, false),
-                End::ReadLost => CloseReason::UpstreamLost,
-                End::TooBig => CloseReason::TooBig,
-                End::WriteLost => CloseReason::ClientLost,
-            },
-            r = control(session, settings, &last_activity, start) => r,
+            Event::ClientLost => break CloseReason::ClientLost,
+            Event::UpstreamLost | Event::UpstreamProtocol => break CloseReason::UpstreamLost,
+            Event::TooBig => break CloseReason::TooBig,
+            Event::ClientProtocol => break CloseReason::ClientProtocol,
         }
     };
     // Record the reason first, so a concurrent revoke cannot claim a session
     // that already ended on its own.
     session.close(reason.clone());
     let reason = session.take_reason().unwrap_or(reason);
-    finish(&reason, &mut c_tx, &mut c_rx, &mut u_tx, &mut u_rx).await;
+    let spec = |s: Option<crate::session::close::CloseFrameSpec>| s.map(|s| (s.code, s.reason));
+    let (to_client, to_upstream) = match &reason {
+        // A side closed and its peer never answered: answer it with its own
+        // close, as the peer would have.
+        CloseReason::Client { code, reason } => (Some((*code, reason.clone())), None),
+        CloseReason::Upstream { code, reason } => (None, Some((*code, reason.clone()))),
+        other => (spec(other.to_client()), spec(other.to_upstream())),
+    };
+    relay
+        .finish(to_client, to_upstream, CLOSE_HANDSHAKE_WAIT)
+        .await;
     reason
 }
 
-async fn next<R>(rx: &mut R) -> Result<Message, End>
-where
-    R: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    loop {
-        return match rx.next().await {
-            None => Err(End::ReadLost),
-            Some(Err(WsError::Capacity(_))) => Err(End::TooBig),
-            Some(Err(_)) => Err(End::ReadLost),
-            // Raw frames are never produced by reading.
-            Some(Ok(Message::Frame(_))) => continue,
-            Some(Ok(Message::Close(frame))) => Err(End::Closed(frame)),
-            Some(Ok(m)) => Ok(m),
-        };
-    }
-}
-
-/// Passes one message on. A close frame read from one side is passed on by
-/// the caller of [`next`] through [`End::Closed`].
-async fn forward<W>(
-    msg: Message,
-    tx: &mut W,
-    direction: Direction,
-    metrics: &SessionMetrics,
-    tally: &Tally,
-) -> Result<(), End>
-where
-    W: Sink<Message, Error = WsError> + Unpin,
-{
-    metrics.relayed(direction, msg.len());
-    tally.add(direction, msg.len());
-    tx.send(msg).await.map_err(|_| End::WriteLost)
-}
-
-fn touch(last: &AtomicU64, start: Instant) {
-    last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-}
-
-fn peer_close(frame: Option<CloseFrame>, from_client: bool) -> CloseReason {
-    let (code, reason) = match frame {
-        Some(f) => (u16::from(f.code), f.reason.as_str().to_owned()),
-        None => (NO_STATUS, String::new()),
-    };
-    if from_client {
+fn peer_close(by_client: bool, code: u16, reason: String) -> CloseReason {
+    if by_client {
         CloseReason::Client { code, reason }
     } else {
         CloseReason::Upstream { code, reason }
     }
 }
-
-/// 1005: the peer's close frame had no status; it is passed on without one.
-const NO_STATUS: u16 = 1005;
 
 /// Waits for the first control event: kill (revocation, admin, reload,
 /// shutdown), token expiry, or idleness. Costs nothing while nothing happens:
@@ -281,68 +223,4 @@ async fn control(
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86400 * 365)
-}
-
-fn close_message(spec: &CloseFrameSpec) -> Message {
-    if spec.code == NO_STATUS {
-        return Message::Close(None);
-    }
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(spec.code),
-        reason: spec.reason.clone().into(),
-    }))
-}
-
-/// Sends each side its close frame (unless it is gone or the relay already
-/// passed the peer's close on), then lets both close handshakes complete.
-async fn finish<CT, CR, UT, UR>(
-    reason: &CloseReason,
-    c_tx: &mut CT,
-    c_rx: &mut CR,
-    u_tx: &mut UT,
-    u_rx: &mut UR,
-) where
-    CT: Sink<Message, Error = WsError> + Unpin,
-    CR: Stream<Item = Result<Message, WsError>> + Unpin,
-    UT: Sink<Message, Error = WsError> + Unpin,
-    UR: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    let to_client = reason.to_client();
-    let to_upstream = reason.to_upstream();
-    let client_side = async {
-        if let Some(spec) = &to_client {
-            if c_tx.send(close_message(spec)).await.is_err() {
-                return;
-            }
-        }
-        if to_client.is_some() || matches!(reason, CloseReason::Client { .. }) {
-            drain(c_rx).await;
-        }
-        let _ = c_tx.close().await;
-    };
-    let upstream_side = async {
-        if let Some(spec) = &to_upstream {
-            if u_tx.send(close_message(spec)).await.is_err() {
-                return;
-            }
-        }
-        if to_upstream.is_some() || matches!(reason, CloseReason::Upstream { .. }) {
-            drain(u_rx).await;
-        }
-        let _ = u_tx.close().await;
-    };
-    let both = async { tokio::join!(client_side, upstream_side) };
-    tokio::select! {
-        _ = both => {}
-        _ = sleep(CLOSE_HANDSHAKE_WAIT) => {}
-    }
-}
-
-/// Reads until the peer's close (or the end); reading also flushes the close
-/// reply the WebSocket layer queues on its own.
-async fn drain<R>(rx: &mut R)
-where
-    R: Stream<Item = Result<Message, WsError>> + Unpin,
-{
-    while let Some(Ok(_)) = rx.next().await {}
 }

@@ -80,19 +80,31 @@ impl Refresher {
     }
 }
 
+fn parse(text: &str) -> Option<RefreshMessage> {
+    // Cheap test first: most frames are application traffic.
+    if !text.contains("wsgate.refresh") {
+        return None;
+    }
+    serde_json::from_str::<RefreshMessage>(text)
+        .ok()
+        .filter(|m| m.kind == "wsgate.refresh")
+}
+
 impl Interceptor for Refresher {
-    fn intercept<'a>(
-        &'a self,
-        text: &str,
-    ) -> Option<Pin<Box<dyn Future<Output = String> + Send + 'a>>> {
-        // Cheap test first: most frames are application traffic.
-        if !text.contains("wsgate.refresh") {
-            return None;
-        }
-        let msg: RefreshMessage = serde_json::from_str(text).ok()?;
-        if msg.kind != "wsgate.refresh" {
-            return None;
-        }
-        Some(Box::pin(self.refresh(msg.token)))
+    fn wants(&self, text: &str) -> bool {
+        parse(text).is_some()
+    }
+
+    fn answer<'a>(&'a self, text: String) -> Pin<Box<dyn Future<Output = String> + Send + 'a>> {
+        Box::pin(async move {
+            match parse(&text) {
+                Some(msg) => self.refresh(msg.token).await,
+                None => serde_json::json!({
+                    "type": "wsgate.refresh_failed",
+                    "error": "malformed refresh message"
+                })
+                .to_string(),
+            }
+        })
     }
 }

@@ -21,9 +21,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
+use super::prefixed::Prefixed;
 use crate::config::{Balance, UpstreamUrl};
 
 /// The largest upstream handshake response accepted.
@@ -147,9 +146,13 @@ pub struct UpstreamRequest {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// The upstream's stream after its 101, starting with any frames that
+/// arrived together with the response head.
+pub type UpstreamStream = Prefixed<UpstreamIo>;
+
 /// A connected upstream.
 pub struct Connected {
-    pub ws: WebSocketStream<UpstreamIo>,
+    pub io: UpstreamStream,
     /// The subprotocol the upstream selected, if any.
     pub protocol: Option<String>,
     pub lease: Lease,
@@ -188,11 +191,7 @@ impl Upstreams {
     /// Connects to the first URL that accepts; a URL that refuses, cannot be
     /// reached or times out gives way to the next. An upstream that answers
     /// its handshake with a status ends the search: it is alive and said no.
-    pub async fn connect(
-        &self,
-        req: &UpstreamRequest,
-        ws_config: WebSocketConfig,
-    ) -> Result<Connected, UpstreamError> {
+    pub async fn connect(&self, req: &UpstreamRequest) -> Result<Connected, UpstreamError> {
         let mut last_err = None;
         for index in self.order() {
             let url = &self.urls[index];
@@ -201,10 +200,10 @@ impl Upstreams {
                 active: Arc::clone(&self.active),
                 index,
             };
-            match self.connect_one(url, req, ws_config).await {
-                Ok((ws, protocol)) => {
+            match self.connect_one(url, req).await {
+                Ok((io, protocol)) => {
                     return Ok(Connected {
-                        ws,
+                        io,
                         protocol,
                         lease,
                     })
@@ -228,8 +227,7 @@ impl Upstreams {
         &self,
         url: &UpstreamUrl,
         req: &UpstreamRequest,
-        ws_config: WebSocketConfig,
-    ) -> Result<(WebSocketStream<UpstreamIo>, Option<String>), UpstreamError> {
+    ) -> Result<(UpstreamStream, Option<String>), UpstreamError> {
         let name = url.to_string();
         let attempt = async {
             let tcp = TcpStream::connect((url.host.as_str(), url.port))
@@ -269,10 +267,7 @@ impl Upstreams {
                 (_, false) => UpstreamIo::Plain(tcp),
             };
             let (protocol, leftover) = client_handshake(&mut io, url, req, &name).await?;
-            let ws =
-                WebSocketStream::from_partially_read(io, leftover, Role::Client, Some(ws_config))
-                    .await;
-            Ok((ws, protocol))
+            Ok((Prefixed::new(leftover, io), protocol))
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(r) => r,

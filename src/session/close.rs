@@ -10,8 +10,11 @@ pub enum CloseReason {
     Upstream { code: u16, reason: String },
     /// The client's connection ended without a close frame.
     ClientLost,
-    /// The upstream's connection ended without a close frame.
+    /// The upstream's connection ended without a close frame (or it broke
+    /// the protocol).
     UpstreamLost,
+    /// The client broke the WebSocket protocol (unmasked or malformed frames).
+    ClientProtocol,
     /// The token's `exp` passed.
     Expired,
     /// A revocation covered the session's token.
@@ -59,6 +62,7 @@ impl CloseReason {
             CloseReason::UpstreamLost => {
                 Some(CloseFrameSpec::new(1014, "upstream connection lost"))
             }
+            CloseReason::ClientProtocol => Some(CloseFrameSpec::new(1002, "protocol error")),
             CloseReason::Expired => Some(CloseFrameSpec::new(4401, "token expired")),
             CloseReason::Revoked => Some(CloseFrameSpec::new(4403, "token revoked")),
             CloseReason::Terminated => Some(CloseFrameSpec::new(4403, "session terminated")),
@@ -79,6 +83,7 @@ impl CloseReason {
             }),
             CloseReason::ClientLost => Some(CloseFrameSpec::new(GOING_AWAY, "client gone")),
             CloseReason::Expired
+            | CloseReason::ClientProtocol
             | CloseReason::Revoked
             | CloseReason::Terminated
             | CloseReason::Policy
@@ -91,7 +96,9 @@ impl CloseReason {
     /// The `reason` label of `wsgate_session_closes_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            CloseReason::Client { .. } | CloseReason::ClientLost => "client",
+            CloseReason::Client { .. } | CloseReason::ClientLost | CloseReason::ClientProtocol => {
+                "client"
+            }
             CloseReason::Upstream { .. } => "upstream",
             CloseReason::UpstreamLost => "upstream_lost",
             CloseReason::Expired => "expired",
