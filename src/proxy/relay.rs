@@ -702,3 +702,7 @@ enum Step {
     Eof,
     WriteLost,
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;

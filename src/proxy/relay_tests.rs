@@ -1,0 +1,262 @@
+//! The relay against in-memory pipes: what each side receives, byte for byte.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::time::Instant;
+
+use super::*;
+use crate::metrics::Metrics;
+use crate::proxy::frame::{close, encode, OP_PING};
+
+const MASK: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
+
+struct Fixture {
+    metrics: SessionMetrics,
+    tally: Tally,
+    last: AtomicU64,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            metrics: Metrics::new().for_session("t"),
+            tally: Tally::default(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// A relay between two pipes; returns it with the far ends (client, upstream).
+    fn relay<'a>(
+        &'a self,
+        max: u64,
+        icpt: Option<&'a dyn Interceptor>,
+    ) -> (
+        Relay<'a, DuplexStream, DuplexStream>,
+        DuplexStream,
+        DuplexStream,
+    ) {
+        let (c_near, c_far) = duplex(1 << 20);
+        let (u_near, u_far) = duplex(1 << 20);
+        let acct = Accounting {
+            metrics: &self.metrics,
+            tally: &self.tally,
+            last_activity: &self.last,
+            start: Instant::now(),
+        };
+        (Relay::new(c_near, u_near, max, icpt, acct), c_far, u_far)
+    }
+}
+
+async fn read_exactly(s: &mut DuplexStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+        .await
+        .expect("bytes arrive")
+        .expect("read");
+    buf
+}
+
+/// Runs the relay until `until` resolves (the relay itself never ends on
+/// data alone).
+async fn drive<F: std::future::Future>(
+    relay: &mut Relay<'_, DuplexStream, DuplexStream>,
+    until: F,
+) -> F::Output {
+    tokio::select! {
+        ev = relay.run() => panic!("relay stopped early: {ev:?}"),
+        out = until => out,
+    }
+}
+
+#[tokio::test]
+async fn frames_pass_unchanged_both_ways() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
+    let mut from_client = Vec::new();
+    from_client.extend_from_slice(&encode(OP_TEXT, b"hello", MASK));
+    // A fragmented binary message with a ping between its fragments.
+    let mut first = encode(OP_BINARY, b"ab", MASK);
+    first[0] &= 0x7F; // not final
+    from_client.extend_from_slice(&first);
+    from_client.extend_from_slice(&encode(OP_PING, b"p", MASK));
+    from_client.extend_from_slice(&encode(OP_CONTINUATION, b"cd", MASK));
+    let from_upstream = encode(OP_BINARY, &[7u8; 70_000], None);
+    client.write_all(&from_client).await.unwrap();
+    upstream.write_all(&from_upstream).await.unwrap();
+    let (up, down) = drive(&mut relay, async {
+        let up = read_exactly(&mut upstream, from_client.len()).await;
+        let down = read_exactly(&mut client, from_upstream.len()).await;
+        (up, down)
+    })
+    .await;
+    assert_eq!(up, from_client);
+    assert_eq!(&down[..], &from_upstream[..]);
+    relay.account();
+    let [msgs_up, bytes_up, msgs_down, bytes_down] = fx.tally.snapshot();
+    assert_eq!((msgs_up, bytes_up), (2, 9));
+    assert_eq!((msgs_down, bytes_down), (1, 70_000));
+}
+
+#[tokio::test]
+async fn close_handshake_passes_end_to_end() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
+    let c_close = close(4000, "bye", MASK);
+    let u_close = close(4000, "bye", None);
+    client.write_all(&c_close).await.unwrap();
+    let got = drive(&mut relay, read_exactly(&mut upstream, c_close.len())).await;
+    assert_eq!(got, &c_close[..]);
+    upstream.write_all(&u_close).await.unwrap();
+    let ev = relay.run().await;
+    assert_eq!(
+        ev,
+        Event::Closed {
+            by_client: true,
+            code: 4000,
+            reason: "bye".into()
+        }
+    );
+    assert_eq!(read_exactly(&mut client, u_close.len()).await, &u_close[..]);
+}
+
+#[tokio::test]
+async fn oversized_message_never_reaches_the_upstream() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, mut upstream) = fx.relay(100, None);
+    let small = encode(OP_TEXT, b"ok", MASK);
+    client.write_all(&small).await.unwrap();
+    client
+        .write_all(&encode(OP_BINARY, &[1u8; 101], MASK))
+        .await
+        .unwrap();
+    assert_eq!(relay.run().await, Event::TooBig);
+    relay
+        .finish(
+            Some((1009, "message too big".into())),
+            Some((1001, String::new())),
+            Duration::from_millis(200),
+        )
+        .await;
+    let mut got = Vec::new();
+    upstream.read_to_end(&mut got).await.unwrap();
+    // The small message, then the gateway's close: nothing of the big one.
+    assert_eq!(&got[..small.len()], &small[..]);
+    let h = frame::parse(&got[small.len()..]).unwrap().unwrap();
+    assert_eq!(h.opcode, OP_CLOSE);
+    assert!(h.mask.is_some(), "frames to the upstream are masked");
+    let mut to_client = Vec::new();
+    client.read_to_end(&mut to_client).await.unwrap();
+    assert_eq!(&to_client[..], &close(1009, "message too big", None)[..]);
+}
+
+#[tokio::test]
+async fn unmasked_client_frame_is_a_protocol_error() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, _upstream) = fx.relay(1 << 20, None);
+    client
+        .write_all(&encode(OP_TEXT, b"x", None))
+        .await
+        .unwrap();
+    assert_eq!(relay.run().await, Event::ClientProtocol);
+}
+
+#[tokio::test]
+async fn close_waits_for_the_frame_in_flight() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, mut upstream) = fx.relay(1 << 30, None);
+    // A large frame streams; only part of it has arrived when the session ends.
+    let big = encode(OP_BINARY, &vec![9u8; 200_000], None);
+    upstream.write_all(&big[..100_000]).await.unwrap();
+    drive(&mut relay, async {
+        read_exactly(&mut client, 50_000).await
+    })
+    .await;
+    let rest = big[100_000..].to_vec();
+    let writer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        upstream.write_all(&rest).await.unwrap();
+        upstream
+    });
+    relay
+        .finish(
+            Some((4401, "token expired".into())),
+            Some((1001, String::new())),
+            Duration::from_millis(500),
+        )
+        .await;
+    let _upstream = writer.await.unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    let expected_close = close(4401, "token expired", None);
+    assert_eq!(got.len(), big.len() - 50_000 + expected_close.len());
+    assert_eq!(
+        &got[got.len() - expected_close.len()..],
+        &expected_close[..]
+    );
+}
+
+#[tokio::test]
+async fn upstream_dying_mid_frame_leaves_no_torn_frame() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
+    let f = encode(OP_BINARY, &[5u8; 1000], None);
+    upstream.write_all(&f[..400]).await.unwrap();
+    drop(upstream);
+    assert_eq!(relay.run().await, Event::UpstreamLost);
+    relay
+        .finish(
+            Some((1014, "upstream connection lost".into())),
+            None,
+            Duration::from_millis(200),
+        )
+        .await;
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.unwrap();
+    assert_eq!(&got[..], &close(1014, "upstream connection lost", None)[..]);
+}
+
+struct Echoer;
+
+impl Interceptor for Echoer {
+    fn wants(&self, text: &str) -> bool {
+        text.starts_with("gw:")
+    }
+    fn answer<'a>(
+        &'a self,
+        text: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>> {
+        Box::pin(async move { format!("answered {text}") })
+    }
+}
+
+#[tokio::test]
+async fn intercepted_frames_are_answered_not_forwarded() {
+    let fx = Fixture::new();
+    let icpt = Echoer;
+    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, Some(&icpt));
+    let before = encode(OP_TEXT, b"app1", MASK);
+    let after = encode(OP_TEXT, b"app2", MASK);
+    let mut burst = before.to_vec();
+    burst.extend_from_slice(&encode(OP_TEXT, b"gw:refresh", MASK));
+    burst.extend_from_slice(&after);
+    client.write_all(&burst).await.unwrap();
+    let ev = relay.run().await;
+    let Event::Intercepted(text) = ev else {
+        panic!("expected an interception, got {ev:?}");
+    };
+    let answer = icpt.answer(text).await;
+    relay.send_to_client(&answer);
+    let (up, down) = drive(&mut relay, async {
+        let up = read_exactly(&mut upstream, before.len() + after.len()).await;
+        let reply = encode(OP_TEXT, b"answered gw:refresh", None);
+        let down = read_exactly(&mut client, reply.len()).await;
+        (up, (down, reply))
+    })
+    .await;
+    let mut expected = before.to_vec();
+    expected.extend_from_slice(&after);
+    assert_eq!(up, expected);
+    assert_eq!(&down.0[..], &down.1[..]);
+}
