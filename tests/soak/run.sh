@@ -126,7 +126,7 @@ PIDS+=($DRIVER)
 while kill -0 "$DRIVER" 2>/dev/null; do
   sleep 10
   kill -0 "$GW" 2>/dev/null || { echo "soak: gateway died" >&2; exit 1; }
-  sample load
+  if kill -0 "$DRIVER" 2>/dev/null; then sample load; else sample drain; fi
   tail -1 "$CSV"
 done
 set +e; wait "$DRIVER"; DRIVER_RC=$?; set -e
