@@ -189,6 +189,31 @@ async fn token_expiry_4401() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_on_expiry_false_keeps_the_session_past_exp() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&echo_route(
+        &up.url(),
+        "    session:\n      close_on_expiry: false\n",
+    ));
+    let exp = now() + 2;
+    let t = token("alice", json!({ "exp": exp }));
+    let mut ws = ws_bearer(&gw.ws_url("/echo"), &t).await;
+    // Wait until well past exp (and the 1 s leeway), then prove the session lives.
+    while now() < exp + 3 {
+        roundtrip(&mut ws, "still here").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    roundtrip(&mut ws, "after exp").await;
+    // The token itself is expired now: a new handshake with it is refused.
+    let r = ws_connect(
+        &gw.ws_url("/echo"),
+        &[("authorization", &format!("Bearer {t}"))],
+    )
+    .await;
+    assert_eq!(status_of(r), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_kill_4403() {
     let up = EchoUpstream::start().await;
     let gw = Gateway::start(&echo_route(&up.url(), ""));

@@ -257,3 +257,40 @@ async fn plaintext_and_tls_listeners_side_by_side() {
     .await;
     roundtrip(&mut ws, "plain").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_replaces_the_certificate_without_dropping_sessions() {
+    install_crypto();
+    let up = EchoUpstream::start().await;
+    let ca = Ca::new("wsgate test CA");
+    let old = ca.server(&["localhost"]);
+    let new = ca.server(&["localhost"]);
+    let gw = start_with_key(&ca, &old, &old.key_pem, &up.url());
+    let connect = || async {
+        let cfg = pki::client_config(&ca, rustls::ALL_VERSIONS, None);
+        pki::wss_connect(
+            gw.addr(),
+            "localhost",
+            "/echo",
+            cfg,
+            &[("authorization", &auth())],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", describe(&e)))
+    };
+    let mut live = connect().await;
+    let presented = live.get_ref().get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented, old.der);
+
+    // New files under the same names, then SIGHUP with the same config.
+    write_file(&gw.dir().join("certs/server.pem"), new.cert_pem.as_bytes());
+    write_file(&gw.dir().join("certs/server.key"), new.key_pem.as_bytes());
+    let yaml = read_to_string(gw.config_path());
+    gw.reload(&yaml).await;
+
+    let mut fresh = connect().await;
+    let presented = fresh.get_ref().get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_eq!(presented, new.der, "new handshakes get the new certificate");
+    roundtrip(&mut fresh, "new").await;
+    roundtrip(&mut live, "the old session lives on").await;
+}

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::metrics::Metrics;
-use crate::proxy::frame::{close, encode, OP_PING};
+use crate::proxy::frame::{close, encode, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING};
 
 const MASK: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
 
