@@ -6,8 +6,9 @@
 #   fuzz/smoke.sh [SECONDS_PER_TARGET]   (default 10)
 #
 # Skips with exit 0 when cargo-fuzz is not installed. cargo-fuzz needs
-# nightly compiler flags: with a nightly toolchain installed it uses
-# `+nightly`, otherwise it sets RUSTC_BOOTSTRAP=1 on the stable one.
+# nightly compiler flags: by default it sets RUSTC_BOOTSTRAP=1 on the active
+# (stable) toolchain, which shares fuzz/target with the README's commands;
+# FUZZ_TOOLCHAIN=nightly uses `cargo +nightly` instead.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS="${1:-10}"
@@ -17,8 +18,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz smoke: cargo-fuzz is not installed (cargo install cargo-fuzz); skipping"
   exit 0
 fi
-if rustup run nightly rustc --version >/dev/null 2>&1; then
-  FUZZ=(cargo +nightly fuzz)
+if [ -n "${FUZZ_TOOLCHAIN:-}" ]; then
+  FUZZ=(cargo "+$FUZZ_TOOLCHAIN" fuzz)
 else
   export RUSTC_BOOTSTRAP=1
   FUZZ=(cargo fuzz)
