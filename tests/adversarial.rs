@@ -1024,7 +1024,7 @@ async fn encoded_path_tricks_never_reach_the_protected_upstream() {
     let fx = fixture().await;
     // (path, statuses allowed). 101 is only ever allowed where the route
     // is /public (checked by the upstreams' connection counts below).
-    let cases: [(&str, &[u16]); 22] = [
+    let cases: [(&str, &[u16]); 25] = [
         ("/admin/../public/x", &[400]),
         ("/public/../admin/x", &[400]),
         ("/public/%2e%2e/admin", &[400]),
@@ -1035,8 +1035,8 @@ async fn encoded_path_tricks_never_reach_the_protected_upstream() {
         ("/public/..%3b/admin", &[400]),
         ("/public/%252e%252e/admin", &[101]),
         ("/public/%c0%ae%c0%ae/admin", &[400, 101]),
-        ("/public/..%2fadmin", &[400, 101]),
-        ("/public%2f..%2fadmin", &[400, 404]),
+        ("/public/..%2fadmin", &[400]),
+        ("/public%2f..%2fadmin", &[400]),
         ("/public/..%5cadmin", &[400]),
         ("/public\\..\\admin", &[400]),
         ("//admin", &[400]),
@@ -1047,6 +1047,11 @@ async fn encoded_path_tricks_never_reach_the_protected_upstream() {
         ("/%61dmin/x", &[401]),
         ("/admin%00/x", &[400]),
         ("/admin/x%0d%0aX-Admin:%201", &[400, 401]),
+        // Found by fuzzing: one segment here, `/admin...` to a backend that
+        // decodes `%2F` or reads `;` parameters the servlet way.
+        ("/x%2F..%2Fadmin", &[400]),
+        ("/public%2Fusers", &[400]),
+        ("/admin;jsessionid=1/x", &[400]),
     ];
     for (path, allowed) in cases {
         let x = exchange(

@@ -101,7 +101,15 @@ pub fn split_subprotocols(headers: &HeaderMap) -> (Option<String>, Vec<String>) 
                 continue;
             }
         }
-        app.push(item.to_owned());
+        // Once the token is taken, a second `bearer` or another copy of it
+        // is never an application protocol: forwarding it would hand the
+        // token upstream.
+        let copy = token
+            .as_deref()
+            .is_some_and(|t| t == item || item.eq_ignore_ascii_case("bearer"));
+        if !copy {
+            app.push(item.to_owned());
+        }
         i += 1;
     }
     (token, app)
@@ -301,6 +309,17 @@ mod tests {
         let found = extract(&all(), &p).unwrap();
         strip(&mut p, &found);
         assert!(p.headers.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_repeated_bearer_token_is_never_an_app_protocol() {
+        let t = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
+        let offer = format!("bearer, {t}, bearer, {t}, chat.v1");
+        let p = parts("/", &[("sec-websocket-protocol", offer.as_str())]);
+        assert_eq!(
+            split_subprotocols(&p.headers),
+            (Some(t.to_owned()), vec!["chat.v1".to_owned()])
+        );
     }
 
     #[test]

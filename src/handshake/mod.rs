@@ -328,6 +328,8 @@ fn path_error_text(e: &crate::route::pattern::PathError) -> &'static str {
     match e {
         P::DotSegment => "dot segment",
         P::EmptySegment => "empty segment",
+        P::EncodedSlash => "encoded slash",
+        P::Parameter => "path parameter",
         _ => "malformed path",
     }
 }

@@ -96,6 +96,10 @@ pub enum PathError {
     DotSegment,
     #[error("path contains an empty segment ('//')")]
     EmptySegment,
+    #[error("path contains an encoded slash ('%2F')")]
+    EncodedSlash,
+    #[error("path contains a ';' parameter")]
+    Parameter,
 }
 
 /// Checks and decodes the path of a request-target (without its query).
@@ -183,6 +187,17 @@ fn check_decoded(segment: &str) -> Result<(), PathError> {
     let head = segment.split(';').next().unwrap_or(segment);
     if head.contains('.') && head.chars().all(|c| c == '.' || c == ' ') {
         return Err(PathError::DotSegment);
+    }
+    // An encoded slash is one segment here but two to a backend that decodes
+    // before it resolves paths (`/x%2F..%2Fadmin` is `/admin` to it): route
+    // rules could be bypassed, so it is refused, as web servers do by default.
+    if segment.contains('/') {
+        return Err(PathError::EncodedSlash);
+    }
+    // `/admin;x=1/y` is `/admin/y` to servlet containers but not to these
+    // patterns; refusing `;` keeps both readings the same.
+    if segment.contains(';') {
+        return Err(PathError::Parameter);
     }
     Ok(())
 }
