@@ -1,4 +1,7 @@
 //! `wsgate check` and `wsgate token` as a user runs them.
+// Tests measure real (wall) time and share logs with plain threads: the
+// async-code bans of .clippy.toml do not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod support;
 

@@ -7,6 +7,9 @@
 //! Redis stopped and restarted under live sessions is covered by
 //! `tests/revocation.rs` (`redis_outage_keeps_enforcing_and_catches_up_on_reconnect`,
 //! `redis_subscriber_cut_off_catches_up_what_it_missed`).
+// Tests measure real (wall) time and share logs with plain threads: the
+// async-code bans of .clippy.toml do not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod support;
 

@@ -2,6 +2,9 @@
 //! sources, forwarded headers, path rewrite and host routing. Every test
 //! runs the real binary and checks that it still serves after the bad
 //! request.
+// Tests measure real (wall) time and share logs with plain threads: the
+// async-code bans of .clippy.toml do not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod support;
 

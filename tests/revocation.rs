@@ -1,6 +1,9 @@
 //! Revocation end to end: the real binary, real sockets, a real
 //! `redis-server` for the shared store. Each test names the behaviour of the
 //! contract it checks.
+// Tests measure real (wall) time and share logs with plain threads: the
+// async-code bans of .clippy.toml do not apply here.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common_revocation;
 

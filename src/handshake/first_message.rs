@@ -5,7 +5,7 @@
 //! 4401 invalid token, 4403 forbidden, 4408 timeout.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use http::request::Parts;
 use http::Response;

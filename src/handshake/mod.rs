@@ -17,7 +17,7 @@ pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
