@@ -190,12 +190,19 @@ async fn control(
             .then(|| session.expires_at())
             .flatten()
             .map(|exp| {
-                let left_ms = (exp * 1000 - unix_now_ms()).max(0) as u64;
-                Instant::now() + Duration::from_millis(left_ms)
+                let left_ms = exp
+                    .saturating_mul(1000)
+                    .saturating_sub(unix_now_ms())
+                    .max(0) as u64;
+                later(Instant::now(), Duration::from_millis(left_ms))
             });
-        let idle_at = settings
-            .idle_timeout
-            .map(|t| start + Duration::from_millis(last_activity.load(Ordering::Relaxed)) + t);
+        let idle_at = settings.idle_timeout.map(|t| {
+            let last = later(
+                start,
+                Duration::from_millis(last_activity.load(Ordering::Relaxed)),
+            );
+            later(last, t)
+        });
         tokio::select! {
             _ = session.cancelled() => {
                 return session.take_reason().unwrap_or(CloseReason::Shutdown);
@@ -203,7 +210,7 @@ async fn control(
             _ = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
                 // Wall clock, not the monotonic timer, decides: "never before exp".
                 if let Some(exp) = session.expires_at() {
-                    if unix_now_ms() >= exp * 1000 {
+                    if unix_now_ms() >= exp.saturating_mul(1000) {
                         return CloseReason::Expired;
                     }
                 }
@@ -211,8 +218,8 @@ async fn control(
             _ = moved => {}
             _ = sleep_until(idle_at.unwrap_or_else(far_future)), if idle_at.is_some() => {
                 if let Some(t) = settings.idle_timeout {
-                    let last = start + Duration::from_millis(last_activity.load(Ordering::Relaxed));
-                    if Instant::now() >= last + t {
+                    let last = later(start, Duration::from_millis(last_activity.load(Ordering::Relaxed)));
+                    if Instant::now() >= later(last, t) && t <= YEAR {
                         return CloseReason::Idle;
                     }
                 }
@@ -221,6 +228,31 @@ async fn control(
     }
 }
 
+const YEAR: Duration = Duration::from_secs(86400 * 365);
+
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86400 * 365)
+    later(Instant::now(), YEAR)
+}
+
+/// `from + after`, capped a year out: a token's `exp` or a configured
+/// timeout can be absurdly far, and a timer only needs to wake up to look
+/// again (the checks after each wake-up use the real deadline).
+fn later(from: Instant, after: Duration) -> Instant {
+    from.checked_add(after.min(YEAR)).unwrap_or(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_deadlines_are_capped_not_overflowed() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::from_secs(u64::MAX)), now + YEAR);
+        assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        // An `exp` near i64::MAX seconds must not overflow the millisecond maths.
+        let exp = i64::MAX / 2;
+        let left_ms = exp.saturating_mul(1000).saturating_sub(unix_now_ms()).max(0) as u64;
+        assert!(later(now, Duration::from_millis(left_ms)) <= now + YEAR);
+    }
 }

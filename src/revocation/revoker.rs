@@ -65,7 +65,7 @@ pub fn keep_until(
     covered
         .iter()
         .filter_map(|s| s.token().and_then(|t| t.exp))
-        .map(|exp| exp + leeway)
+        .map(|exp| exp.saturating_add(leeway))
         .fold(assumed, i64::max)
 }
 
