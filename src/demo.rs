@@ -51,11 +51,15 @@ pub async fn serve(listener: TcpListener, tasks: TaskTracker, cancel: Cancellati
                             break;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    // Reading on after a close lets the WebSocket layer send
+                    // its reply; the stream ends once the handshake is done.
+                    None | Some(Err(_)) => break,
                     Some(Ok(_)) => {}
                 }
             }
-            let _ = ws.close(None).await;
+            if cancel.is_cancelled() {
+                let _ = ws.close(None).await;
+            }
         });
     }
 }

@@ -684,3 +684,66 @@ async fn broken_or_deleted_config_is_refused_and_the_old_one_serves() {
     assert_eq!(r.status, 200, "{r:?}");
     roundtrip(&mut live, "after restore").await;
 }
+
+/// An upstream that completes the handshake and, when the client's close
+/// reaches it, drops the connection without answering.
+async fn upstream_vanishing_on_close() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let head = read_head(&mut s).await;
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("sec-websocket-key")
+                            .then(|| v.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let accept =
+                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                if s.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut b = [0u8; 1024];
+                // Client frames are masked: the first byte says the opcode.
+                while let Ok(n) = s.read(&mut b).await {
+                    if n == 0 || b[..n].contains(&0x88) {
+                        break;
+                    }
+                }
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_vanishing_after_the_clients_close_still_ends_cleanly() {
+    let echo = EchoUpstream::start().await;
+    let rude = upstream_vanishing_on_close().await;
+    let gw = Gateway::start(&config(
+        &echo.url(),
+        &format!("  - id: rude\n    path: /rude/*\n    upstream: ws://{rude}\n"),
+        "",
+    ));
+    let t = token("alice", json!({}));
+    let mut ws = RawWs::connect(gw.addr(), "/rude/x", &[("authorization", &bearer(&t))]).await;
+    ws.send_close(4000, "done").await;
+    // The client asked to close; the upstream left instead of answering:
+    // the client gets its own close back, not 1014.
+    let (code, reason) = ws.expect_close().await;
+    assert_eq!((code, reason.as_str()), (4000, "done"));
+    assert!(
+        gw.wait_for_log("reason=\"client\"", WAIT).await,
+        "{}",
+        gw.logs().join("\n")
+    );
+}

@@ -141,6 +141,17 @@ where
                     relay.send_to_client(&answer);
                 }
             }
+            // A side that vanishes after its peer asked to close has, in
+            // effect, answered: the session ends as the peer asked, and the
+            // peer gets its own close back.
+            Event::UpstreamLost if matches!(relay.first_close(), Some((true, ..))) => {
+                let (_, code, reason) = relay.first_close().unwrap_or((true, 1005, String::new()));
+                break CloseReason::Client { code, reason };
+            }
+            Event::ClientLost if matches!(relay.first_close(), Some((false, ..))) => {
+                let (_, code, reason) = relay.first_close().unwrap_or((false, 1005, String::new()));
+                break CloseReason::Upstream { code, reason };
+            }
             Event::ClientLost => break CloseReason::ClientLost,
             Event::UpstreamLost | Event::UpstreamProtocol => break CloseReason::UpstreamLost,
             Event::TooBig => break CloseReason::TooBig,
@@ -249,10 +260,16 @@ mod tests {
     fn absurd_deadlines_are_capped_not_overflowed() {
         let now = Instant::now();
         assert_eq!(later(now, Duration::from_secs(u64::MAX)), now + YEAR);
-        assert_eq!(later(now, Duration::from_secs(5)), now + Duration::from_secs(5));
+        assert_eq!(
+            later(now, Duration::from_secs(5)),
+            now + Duration::from_secs(5)
+        );
         // An `exp` near i64::MAX seconds must not overflow the millisecond maths.
         let exp = i64::MAX / 2;
-        let left_ms = exp.saturating_mul(1000).saturating_sub(unix_now_ms()).max(0) as u64;
+        let left_ms = exp
+            .saturating_mul(1000)
+            .saturating_sub(unix_now_ms())
+            .max(0) as u64;
         assert!(later(now, Duration::from_millis(left_ms)) <= now + YEAR);
     }
 }

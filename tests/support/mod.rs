@@ -785,11 +785,22 @@ impl RawWs {
         }
     }
 
+    /// Sends one masked close frame with a code and reason.
+    pub async fn send_close(&mut self, code: u16, reason: &str) {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        self.send_frame(0x88, &payload).await;
+    }
+
     /// Sends one masked text frame.
     pub async fn send_text(&mut self, text: &str) {
-        let payload = text.as_bytes();
+        self.send_frame(0x81, text.as_bytes()).await;
+    }
+
+    /// Sends one masked frame whose first header byte is `b0`.
+    pub async fn send_frame(&mut self, b0: u8, payload: &[u8]) {
         let mask = [0x11u8, 0x22, 0x33, 0x44];
-        let mut frame = vec![0x81u8];
+        let mut frame = vec![b0];
         match payload.len() {
             n if n < 126 => frame.push(0x80 | n as u8),
             n if n <= u16::MAX as usize => {
