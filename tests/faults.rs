@@ -91,25 +91,9 @@ async fn dying_upstream() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim().to_owned())
-                    })
-                    .unwrap_or_default();
-                let accept =
-                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-                let resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                if s.write_all(resp.as_bytes()).await.is_err() {
+                let Some(path) = accept_upgrade(&mut s).await else {
                     return;
-                }
+                };
                 let mut b = [0u8; 1024];
                 let _ = tokio::time::timeout(WAIT, s.read(&mut b)).await;
                 let mut out = Vec::new();
@@ -685,6 +669,28 @@ async fn broken_or_deleted_config_is_refused_and_the_old_one_serves() {
     roundtrip(&mut live, "after restore").await;
 }
 
+/// Reads an upgrade request and answers 101 by hand (so the caller can then
+/// misbehave at any byte). Returns the request path.
+async fn accept_upgrade(s: &mut TcpStream) -> Option<String> {
+    let head = read_head(s).await;
+    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    s.write_all(resp.as_bytes()).await.ok()?;
+    Some(path)
+}
+
 /// An upstream that completes the handshake and, when the client's close
 /// reaches it, drops the connection without answering.
 async fn upstream_vanishing_on_close() -> SocketAddr {
@@ -693,22 +699,7 @@ async fn upstream_vanishing_on_close() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             tokio::spawn(async move {
-                let head = read_head(&mut s).await;
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("sec-websocket-key")
-                            .then(|| v.trim().to_owned())
-                    })
-                    .unwrap_or_default();
-                let accept =
-                    tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-                let resp = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-                );
-                if s.write_all(resp.as_bytes()).await.is_err() {
+                if accept_upgrade(&mut s).await.is_none() {
                     return;
                 }
                 let mut b = [0u8; 1024];
