@@ -1,6 +1,7 @@
 //! Prometheus metrics, named as in the CONTRACT. Labels are closed enums so a
 //! typo cannot invent a new series; the hot path holds pre-resolved handles
-//! (see [`SessionMetrics`]) so a relayed message costs two atomic adds.
+//! (see [`SessionMetrics`]) so a read's worth of relayed frames costs two
+//! atomic adds.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -205,15 +206,6 @@ impl SessionMetrics {
         m.inc_by(msgs);
         b.inc_by(bytes);
     }
-
-    pub fn relayed(&self, direction: Direction, bytes: usize) {
-        let (m, b) = match direction {
-            Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
-            Direction::to_client => (&self.msgs_down, &self.bytes_down),
-        };
-        m.inc();
-        b.inc_by(bytes as u64);
-    }
 }
 
 #[cfg(test)]
@@ -227,7 +219,7 @@ mod tests {
         m.session_closed("chat", "expired");
         let s = m.for_session("chat");
         s.active.inc();
-        s.relayed(Direction::to_client, 10);
+        s.relayed_many(Direction::to_client, 1, 10);
         let text = m.encode();
         for name in [
             "wsgate_sessions_active{route=\"chat\"} 1",
