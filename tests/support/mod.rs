@@ -422,12 +422,21 @@ fn parse_ready(lines: &[String]) -> (Vec<SocketAddr>, Option<SocketAddr>) {
     let mut listeners = Vec::new();
     let mut admin = None;
     for l in lines {
-        let Some(addr) = field(l, "addr=") else {
+        // Text lines carry `addr=...`; JSON lines (`log.format: json`) an
+        // `addr` field beside the `message`.
+        let json: Option<serde_json::Value> = serde_json::from_str(l).ok();
+        let from_json = json.as_ref().and_then(|v| v["addr"].as_str()?.parse().ok());
+        let Some(addr) = from_json.or_else(|| field(l, "addr=")) else {
             continue;
         };
-        if l.contains("admin listener ready") {
+        let message = json.as_ref().and_then(|v| v["message"].as_str());
+        let is = |what: &str| match message {
+            Some(m) => m == what,
+            None => l.contains(&format!(" {what}")),
+        };
+        if is("admin listener ready") {
             admin = Some(addr);
-        } else if l.contains(" listener ready") {
+        } else if is("listener ready") {
             listeners.push(addr);
         }
     }
