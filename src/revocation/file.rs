@@ -23,9 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 
-use super::store::{BoxFuture, Known, RevocationStore, Sink, StoreError};
+use super::store::{BoxFuture, RevocationStore, StoreError};
 use super::{Revocation, Selector};
 
 pub struct FileStore {
@@ -94,15 +93,6 @@ impl RevocationStore for FileStore {
             }
             Ok(())
         }))
-    }
-
-    fn sync(
-        self: Arc<Self>,
-        _sink: Sink,
-        _known: Known,
-        _cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
     }
 }
 

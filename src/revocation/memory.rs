@@ -2,11 +2,7 @@
 //! [`super::RevocationList`] already holds every entry, so this store has
 //! nothing to keep; it exists so the other layers never special-case it.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
-use super::store::{BoxFuture, Known, RevocationStore, Sink, StoreError};
+use super::store::{BoxFuture, RevocationStore, StoreError};
 use super::Revocation;
 
 pub struct MemoryStore;
@@ -26,14 +22,5 @@ impl RevocationStore for MemoryStore {
 
     fn purge(&self, _now: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
-    }
-
-    fn sync(
-        self: Arc<Self>,
-        _sink: Sink,
-        _known: Known,
-        _cancel: CancellationToken,
-    ) -> BoxFuture<'static, ()> {
-        Box::pin(async {})
     }
 }
