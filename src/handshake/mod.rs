@@ -146,7 +146,8 @@ async fn accept(
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + parts.uri.to_string().len();
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
     if head_len > crate::listener::MAX_HEAD_BYTES {
         return Err((Reject::HeadTooLarge, None));
     }
