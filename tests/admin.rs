@@ -4,22 +4,21 @@
 // async-code bans of .clippy.toml do not apply here.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-mod common_revocation;
+mod support;
 
-use common_revocation::{config, echo_upstream, http, now, still_open, token, Gateway, ADMIN};
 use serde_json::json;
+use support::{now, read_to_string, revocation_config, roundtrip, token, EchoUpstream, Gateway};
 
-async fn start() -> (tempfile::TempDir, Gateway) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, config(echo_upstream().await, "  store: memory")).expect("config");
-    let gw = Gateway::start(&path);
-    (dir, gw)
+/// A gateway with the memory store and its echo upstream (kept alive).
+async fn start() -> (EchoUpstream, Gateway) {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&revocation_config(&up.url(), "  store: memory"));
+    (up, gw)
 }
 
 #[tokio::test]
 async fn admin_endpoints_without_the_bearer_token_get_401() {
-    let (_dir, gw) = start().await;
+    let (_up, gw) = start().await;
     let cases = [
         ("GET", "/admin/revocations", None),
         ("POST", "/admin/revocations", Some(r#"{"jti":"x"}"#)),
@@ -27,20 +26,20 @@ async fn admin_endpoints_without_the_bearer_token_get_401() {
     ];
     for (method, path, body) in cases {
         for bearer in [None, Some("wrong-token"), Some("")] {
-            let (status, _) = http(gw.admin, method, path, bearer, body).await;
-            assert_eq!(status, 401, "{method} {path} with {bearer:?}");
+            let r = gw.admin_as(bearer, method, path, body).await;
+            assert_eq!(r.status, 401, "{method} {path} with {bearer:?}");
         }
     }
     // Nothing was revoked by the refused calls.
-    let (status, list) = gw.admin("GET", "/admin/revocations", None).await;
-    assert_eq!((status, list.as_str()), (200, "[]"));
-    let (status, _) = http(gw.admin, "GET", "/healthz", None, None).await;
-    assert_eq!(status, 200);
+    let r = gw.admin("GET", "/admin/revocations", None).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "[]"));
+    let r = gw.admin_as(None, "GET", "/healthz", None).await;
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test]
 async fn bad_revocation_requests_get_400_with_a_message() {
-    let (_dir, gw) = start().await;
+    let (_up, gw) = start().await;
     let cases = [
         ("not json", "invalid JSON"),
         (r#"{"jti": 5}"#, "invalid JSON"),
@@ -54,19 +53,20 @@ async fn bad_revocation_requests_get_400_with_a_message() {
         (r#"{"iss":"https://issuer.test"}"#, "only used with `sub`"),
     ];
     for (body, want) in cases {
-        let (status, text) = gw.admin("POST", "/admin/revocations", Some(body)).await;
-        assert_eq!(status, 400, "{body} -> {text}");
+        let r = gw.admin("POST", "/admin/revocations", Some(body)).await;
+        let text = r.body;
+        assert_eq!(r.status, 400, "{body} -> {text}");
         let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
         let msg = v["error"].as_str().expect("error message");
         assert!(msg.contains(want), "{body}: {msg:?} lacks {want:?}");
     }
-    let (_, list) = gw.admin("GET", "/admin/revocations", None).await;
-    assert_eq!(list, "[]");
+    let r = gw.admin("GET", "/admin/revocations", None).await;
+    assert_eq!(r.body, "[]");
 }
 
 #[tokio::test]
 async fn revocation_list_shows_every_entry_in_force() {
-    let (_dir, gw) = start().await;
+    let (_up, gw) = start().await;
     for body in [
         r#"{"jti":"j1"}"#,
         r#"{"sub":"alice","iss":"https://issuer.test"}"#,
@@ -76,11 +76,12 @@ async fn revocation_list_shows_every_entry_in_force() {
     }
     // Repeating one keeps a single entry.
     assert_eq!(gw.revoke(r#"{"jti":"j1"}"#).await.0, 201);
-    let (status, text) = gw.admin("GET", "/admin/revocations", None).await;
-    assert_eq!(status, 200);
+    let r = gw.admin("GET", "/admin/revocations", None).await;
+    let text = r.body;
+    assert_eq!(r.status, 200);
     let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("array");
     assert_eq!(list.len(), 3, "{text}");
-    let t = now();
+    let t = now() as i64;
     for e in &list {
         let revoked_at = e["revoked_at"].as_i64().expect("revoked_at");
         let keep_until = e["keep_until"].as_i64().expect("keep_until");
@@ -98,40 +99,41 @@ async fn revocation_list_shows_every_entry_in_force() {
 
 #[tokio::test]
 async fn reload_with_a_broken_file_is_refused_and_the_old_config_serves() {
-    let (dir, gw) = start().await;
-    let path = dir.path().join("gateway.yaml");
-    let good = std::fs::read_to_string(&path).expect("config");
-    let t = token("rita", "r1", Some(now() - 5), json!({}));
-    let mut live = gw.session(&t).await;
+    let (_up, gw) = start().await;
+    let good = read_to_string(gw.config_path());
+    let t = token("rita", json!({"jti": "r1", "iat": now() - 5}));
+    let mut live = gw.session("/echo", &t).await;
 
-    std::fs::write(&path, "listeners: [ this is not yaml").expect("break");
-    let (status, text) = gw.admin("POST", "/admin/reload", None).await;
-    assert_eq!(status, 400, "{text}");
+    gw.rewrite_config("listeners: [ this is not yaml");
+    let r = gw.admin("POST", "/admin/reload", None).await;
+    let text = r.body;
+    assert_eq!(r.status, 400, "{text}");
     let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
     assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
 
     // A config that parses but names an unknown key is refused as well.
-    std::fs::write(&path, format!("{good}\nunknown_key: 1\n")).expect("typo");
-    let (status, text) = gw.admin("POST", "/admin/reload", None).await;
-    assert_eq!(status, 400, "{text}");
+    gw.rewrite_config(&format!("{good}\nunknown_key: 1\n"));
+    let r = gw.admin("POST", "/admin/reload", None).await;
+    let text = r.body;
+    assert_eq!(r.status, 400, "{text}");
     assert!(text.contains("unknown_key"), "{text}");
 
     // The old config still serves, live sessions and new ones.
-    still_open(&mut live).await;
-    let mut fresh = gw.session(&t).await;
-    still_open(&mut fresh).await;
+    roundtrip(&mut live, "still").await;
+    let mut fresh = gw.session("/echo", &t).await;
+    roundtrip(&mut fresh, "still").await;
 
-    std::fs::write(&path, &good).expect("restore");
-    let (status, text) = gw.admin("POST", "/admin/reload", None).await;
-    assert_eq!(status, 200, "{text}");
-    still_open(&mut live).await;
+    gw.rewrite_config(&good);
+    let r = gw.admin("POST", "/admin/reload", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    roundtrip(&mut live, "still").await;
 }
 
 #[tokio::test]
 async fn reload_and_revocations_reject_wrong_methods() {
-    let (_dir, gw) = start().await;
-    let (status, _) = http(gw.admin, "GET", "/admin/reload", Some(ADMIN), None).await;
-    assert_eq!(status, 405);
-    let (status, _) = http(gw.admin, "DELETE", "/admin/revocations", Some(ADMIN), None).await;
-    assert_eq!(status, 405);
+    let (_up, gw) = start().await;
+    let r = gw.admin("GET", "/admin/reload", None).await;
+    assert_eq!(r.status, 405);
+    let r = gw.admin("DELETE", "/admin/revocations", None).await;
+    assert_eq!(r.status, 405);
 }

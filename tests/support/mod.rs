@@ -3,11 +3,13 @@
 //!
 //! Every port is ephemeral (`127.0.0.1:0`); the harness learns the
 //! gateway's ports from its `listener ready addr=...` log lines, so no test
-//! sleeps waiting for a bind.
+//! sleeps waiting for a bind. [`redis::Redis`] runs a real `redis-server`
+//! for the shared revocation store.
 
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod redis;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -58,6 +60,16 @@ issuers:
       secret: "{SECRET}"
     leeway: 1s
 "#
+    )
+}
+
+/// [`head`] plus one authenticated route `/echo` to `upstream` (a ws://
+/// URL) and a `revocation:` section; `section` holds its indented keys,
+/// e.g. `"  store: memory"`.
+pub fn revocation_config(upstream: &str, section: &str) -> String {
+    format!(
+        "{}routes:\n  - id: echo\n    path: /echo\n    upstream: {upstream}\nrevocation:\n{section}\n",
+        head()
     )
 }
 
@@ -151,77 +163,72 @@ impl Gateway {
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Gateway {
         let config_path = dir.path().join("gateway.yaml");
         std::fs::write(&config_path, yaml).unwrap();
-        let (want_listeners, want_admin) = expected_listeners(yaml);
-
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
-            .arg("run")
-            .arg("-c")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .env_remove("WSGATE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wsgate");
-        let pid = child.id();
-        let logs = Arc::new(LogBuf {
-            lines: Mutex::new(Vec::new()),
-            changed: Condvar::new(),
-        });
-        let stderr = child.stderr.take().expect("piped stderr");
-        {
-            let logs = Arc::clone(&logs);
-            std::thread::spawn(move || {
-                let echo = std::env::var_os("WSGATE_TEST_ECHO_LOGS").is_some();
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if echo {
-                        eprintln!("[wsgate {pid}] {line}");
-                    }
-                    logs.lines.lock().unwrap().push(line);
-                    logs.changed.notify_all();
-                }
-                // EOF: wake waiters so they notice the exit.
-                logs.lines.lock().unwrap().push(String::new());
-                logs.changed.notify_all();
-            });
-        }
+        let (child, logs) = spawn(dir.path(), &config_path);
         let mut gw = Gateway {
+            pid: child.id(),
             child: Mutex::new(child),
-            pid,
             dir,
             config_path,
             logs,
             listeners: Vec::new(),
             admin: None,
         };
+        gw.wait_ready();
+        gw
+    }
+
+    /// Ends the process (by its PID) and reaps it. Files in [`Self::dir`]
+    /// stay; [`Self::restart`] starts the gateway again.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Stops the process if it still runs and starts a new one on the same
+    /// config file and folder. The listeners keep their configured binds
+    /// (ephemeral ports are learned again); the log buffer starts empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        let (child, logs) = spawn(self.dir.path(), &self.config_path);
+        self.pid = child.id();
+        *self.child.get_mut().unwrap() = child;
+        self.logs = logs;
+        self.listeners.clear();
+        self.admin = None;
+        self.wait_ready();
+    }
+
+    /// Waits (bounded) for the `listener ready` lines the config file asks
+    /// for and records their addresses.
+    fn wait_ready(&mut self) {
+        let yaml = std::fs::read_to_string(&self.config_path).unwrap_or_default();
+        let (want_listeners, want_admin) = expected_listeners(&yaml);
         let deadline = Instant::now() + WAIT;
         loop {
             let (listeners, admin) = {
-                let lines = gw.logs.lines.lock().unwrap();
+                let lines = self.logs.lines.lock().unwrap();
                 parse_ready(&lines)
             };
             if listeners.len() >= want_listeners && (admin.is_some() || !want_admin) {
-                gw.listeners = listeners;
-                gw.admin = admin;
-                return gw;
+                self.listeners = listeners;
+                self.admin = admin;
+                return;
             }
-            if let Some(status) = gw.try_exit() {
+            if let Some(status) = self.try_exit() {
                 panic!(
                     "wsgate exited before it was ready ({status}); stderr:\n{}",
-                    gw.logs().join("\n")
+                    self.logs().join("\n")
                 );
             }
             if Instant::now() > deadline {
                 panic!(
                     "wsgate not ready within {WAIT:?}; stderr:\n{}",
-                    gw.logs().join("\n")
+                    self.logs().join("\n")
                 );
             }
-            let lines = gw.logs.lines.lock().unwrap();
-            let _ = gw
+            let lines = self.logs.lines.lock().unwrap();
+            let _ = self
                 .logs
                 .changed
                 .wait_timeout(lines, Duration::from_millis(100))
@@ -384,9 +391,24 @@ impl Gateway {
 
     /// An admin API request with the admin token.
     pub async fn admin(&self, method: &str, path: &str, body: Option<&str>) -> HttpResponse {
+        self.admin_as(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    /// An admin API request with `bearer` as the token (`None`: no
+    /// `Authorization` header at all).
+    pub async fn admin_as(
+        &self,
+        bearer: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> HttpResponse {
         let body = body.unwrap_or("");
+        let auth = bearer
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -394,15 +416,85 @@ impl Gateway {
             .await
             .expect("admin request")
     }
+
+    /// `POST /admin/revocations` with `body`: the status and the JSON answer
+    /// (a JSON string holding the raw body when it is not JSON).
+    pub async fn revoke(&self, body: &str) -> (u16, serde_json::Value) {
+        let r = self.admin("POST", "/admin/revocations", Some(body)).await;
+        let v = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body));
+        (r.status, v)
+    }
+
+    /// Opens `path` on the first listener with `Authorization: Bearer
+    /// <token>`: the session, or the status of the refused handshake. Any
+    /// other failure panics.
+    pub async fn connect(&self, path: &str, token: &str) -> Result<Ws, u16> {
+        let auth = format!("Bearer {token}");
+        match ws_connect(&self.ws_url(path), &[("authorization", &auth)]).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("connect {path}: {}", describe(&e)),
+        }
+    }
+
+    /// Opens `path` with a bearer token and checks that the session echoes
+    /// (the route's upstream is an [`EchoUpstream`]).
+    pub async fn session(&self, path: &str, token: &str) -> Ws {
+        let mut ws = match self.connect(path, token).await {
+            Ok(ws) => ws,
+            Err(status) => panic!("session on {path} refused with {status}"),
+        };
+        roundtrip(&mut ws, "ping").await;
+        ws
+    }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let mut child = self.child.lock().unwrap();
-        // Kill by our own child's PID only.
-        let _ = child.kill();
-        let _ = child.wait();
+        // Kills by our own child's PID only.
+        self.stop();
     }
+}
+
+/// Spawns `wsgate run -c <config>` in `dir`, with a thread collecting its
+/// stderr lines.
+fn spawn(dir: &Path, config_path: &Path) -> (Child, Arc<LogBuf>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsgate"))
+        .arg("run")
+        .arg("-c")
+        .arg(config_path)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("WSGATE_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wsgate");
+    let pid = child.id();
+    let logs = Arc::new(LogBuf {
+        lines: Mutex::new(Vec::new()),
+        changed: Condvar::new(),
+    });
+    let stderr = child.stderr.take().expect("piped stderr");
+    {
+        let logs = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            let echo = std::env::var_os("WSGATE_TEST_ECHO_LOGS").is_some();
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("[wsgate {pid}] {line}");
+                }
+                logs.lines.lock().unwrap().push(line);
+                logs.changed.notify_all();
+            }
+            // EOF: wake waiters so they notice the exit.
+            logs.lines.lock().unwrap().push(String::new());
+            logs.changed.notify_all();
+        });
+    }
+    (child, logs)
 }
 
 /// How many gateway listeners the config declares, and whether it has an
