@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -83,7 +82,7 @@ impl Gateway {
 
 struct Bound {
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 pub struct App {
@@ -122,7 +121,7 @@ impl App {
                     let server =
                         crate::tls::server_config(t, Arc::clone(&resolver)).map_err(tls_err)?;
                     cert_resolvers.push(Some(resolver));
-                    Some(TlsAcceptor::from(server))
+                    Some(server)
                 }
             };
             listeners.push(Bound {

@@ -12,7 +12,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,7 +28,7 @@ const MAX_HEADERS: usize = 128;
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     conns: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -58,11 +57,15 @@ pub async fn serve(
             };
             match tls {
                 None => serve_http(gw, tcp, info, timeout, cancel).await,
-                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => serve_http(gw, stream, info, timeout, cancel).await,
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                },
+                Some(config) => {
+                    match tokio::time::timeout(timeout, crate::tls::stream::accept(tcp, config))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_http(gw, stream, info, timeout, cancel).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }

@@ -5,6 +5,8 @@
 //! Certificates live behind an [`ArcSwap`] in [`CertResolver`], so a reload
 //! replaces them without re-binding a socket or touching live connections.
 
+pub mod stream;
+
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 

@@ -1,0 +1,513 @@
+//! The server side of a listener's TLS connections, on rustls's unbuffered
+//! API.
+//!
+//! Why not `tokio_rustls`: its `ServerConnection` keeps a 4 KiB receive
+//! buffer for the whole life of a connection, and a WebSocket session spends
+//! most of its life idle. Here a connection owns memory only while it holds
+//! bytes: ciphertext is read into a per-thread buffer and decrypted from
+//! there; only the start of a record whose end has not arrived, plaintext the
+//! reader has not taken yet, or ciphertext the socket would not take yet is
+//! kept, and each of those buffers is freed as soon as it empties. An idle
+//! session costs the rustls connection state and nothing else.
+//!
+//! Handshake records the connection has to send (the handshake itself,
+//! tickets, key updates, alerts) are queued in `out` and written before any
+//! application data that follows them.
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus,
+};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest TLS record on the wire: 16 KiB of plaintext, the most expansion
+/// TLS 1.2 allows, and the header.
+const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+/// Ciphertext read from the socket per attempt.
+const READ_CHUNK: usize = 2 * MAX_RECORD;
+/// Plaintext encrypted per write call (the caller writes the rest next time),
+/// which bounds the per-thread output buffer.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Most ciphertext kept for one unfinished record or handshake message: a
+/// 64 KiB handshake message (rustls's own limit) plus one record. rustls
+/// refuses anything larger before this is reached; the bound makes sure.
+const MAX_PARTIAL: usize = 64 * 1024 + MAX_RECORD;
+
+thread_local! {
+    /// Ciphertext just read, decrypted in place of a per-connection buffer.
+    static READ_SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    /// Ciphertext just encrypted, on its way to the socket.
+    static WRITE_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Accepts a TLS connection: runs the handshake to its end.
+pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<ServerTls> {
+    let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
+    let mut tls = ServerTls {
+        tcp,
+        st: State {
+            conn,
+            plain: Vec::new(),
+            plain_at: 0,
+            out: Vec::new(),
+            out_at: 0,
+            read_done: false,
+            close_sent: false,
+        },
+        partial: Vec::new(),
+    };
+    std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
+    Ok(tls)
+}
+
+/// A server-side TLS connection after its handshake.
+pub struct ServerTls {
+    tcp: TcpStream,
+    st: State,
+    /// The start of a record (or handshake message) whose end has not
+    /// arrived yet.
+    partial: Vec<u8>,
+}
+
+struct State {
+    conn: UnbufferedServerConnection,
+    /// Decrypted bytes the reader has not taken yet, from `plain_at` on.
+    plain: Vec<u8>,
+    plain_at: usize,
+    /// Encrypted bytes the socket has not taken yet, from `out_at` on.
+    out: Vec<u8>,
+    out_at: usize,
+    /// The peer sent close_notify, or ended its side of the TCP connection.
+    read_done: bool,
+    close_sent: bool,
+}
+
+/// What to do once the connection can send application data.
+enum Intent<'a> {
+    Nothing,
+    Encrypt(&'a [u8]),
+    CloseNotify,
+}
+
+/// Where processing stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Every complete record is processed; more bytes are needed.
+    NeedInput,
+    /// The intent was carried out.
+    Done,
+    /// Both sides sent close_notify.
+    Closed,
+}
+
+/// Runs the connection's state machine over `incoming` until it needs more
+/// bytes or has carried out `intent`. Application data goes to `dst` while it
+/// has room, then to the connection's `plain`; records to send go to `out`.
+/// Returns how many bytes of `incoming` are consumed (the rest must be kept
+/// and offered again, in front of whatever arrives next).
+fn advance(
+    st: &mut State,
+    incoming: &mut [u8],
+    mut dst: Option<&mut ReadBuf<'_>>,
+    mut intent: Intent<'_>,
+    out: &mut Vec<u8>,
+) -> io::Result<(usize, Step)> {
+    let mut used = 0;
+    loop {
+        let UnbufferedStatus { mut discard, state } =
+            st.conn.process_tls_records(&mut incoming[used..]);
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                queue_alert(&mut st.conn, out);
+                return Err(tls_error(e));
+            }
+        };
+        let step = match state {
+            ConnectionState::ReadTraffic(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    let rec = rec.map_err(tls_error)?;
+                    discard += rec.discard;
+                    deliver(rec.payload, dst.as_deref_mut(), &mut st.plain);
+                }
+                None
+            }
+            ConnectionState::ReadEarlyData(mut r) => {
+                while let Some(rec) = r.next_record() {
+                    let rec = rec.map_err(tls_error)?;
+                    discard += rec.discard;
+                    deliver(rec.payload, dst.as_deref_mut(), &mut st.plain);
+                }
+                None
+            }
+            ConnectionState::EncodeTlsData(mut e) => {
+                encode(out, |buf| e.encode(buf))?;
+                None
+            }
+            // Queued in `out`, which the callers write before anything else.
+            ConnectionState::TransmitTlsData(t) => {
+                t.done();
+                None
+            }
+            ConnectionState::BlockedHandshake => Some(Step::NeedInput),
+            ConnectionState::PeerClosed => {
+                st.read_done = true;
+                None
+            }
+            ConnectionState::Closed => {
+                st.read_done = true;
+                Some(Step::Closed)
+            }
+            ConnectionState::WriteTraffic(mut w) => {
+                match std::mem::replace(&mut intent, Intent::Nothing) {
+                    Intent::Nothing => Some(Step::NeedInput),
+                    Intent::Encrypt(data) => {
+                        encrypt(out, |buf| w.encrypt(data, buf))?;
+                        Some(Step::Done)
+                    }
+                    Intent::CloseNotify => {
+                        encrypt(out, |buf| w.queue_close_notify(buf))?;
+                        st.close_sent = true;
+                        Some(Step::Done)
+                    }
+                }
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "unexpected TLS connection state {other:?}"
+                )))
+            }
+        };
+        used += discard;
+        if let Some(step) = step {
+            return Ok((used, step));
+        }
+    }
+}
+
+/// After an error rustls has usually queued an alert for the peer; taking it
+/// out lets the peer learn why instead of seeing the connection drop.
+fn queue_alert(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
+    for _ in 0..4 {
+        match conn.process_tls_records(&mut []).state {
+            Ok(ConnectionState::EncodeTlsData(mut e)) => {
+                if encode(out, |buf| e.encode(buf)).is_err() {
+                    return;
+                }
+            }
+            Ok(ConnectionState::TransmitTlsData(t)) => {
+                t.done();
+                return;
+            }
+            _ => return,
+        }
+    }
+}
+
+fn deliver(payload: &[u8], dst: Option<&mut ReadBuf<'_>>, plain: &mut Vec<u8>) {
+    let direct = match dst {
+        // `plain` is always drained before new records are read, so
+        // nothing older is waiting when `dst` is offered.
+        Some(dst) if plain.is_empty() => {
+            let n = payload.len().min(dst.remaining());
+            dst.put_slice(&payload[..n]);
+            n
+        }
+        _ => 0,
+    };
+    plain.extend_from_slice(&payload[direct..]);
+}
+
+/// Appends one encoded handshake record to `out`, growing it as rustls asks.
+fn encode(
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Appends encrypted records to `out`, growing it as rustls asks.
+fn encrypt(
+    out: &mut Vec<u8>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = 256;
+    loop {
+        out.resize(start + room, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
+                if required_size > room =>
+            {
+                room = required_size
+            }
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e.to_string()));
+            }
+        }
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl ServerTls {
+    /// Writes queued records; Ready once none is left.
+    fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let st = &mut self.st;
+        while st.out_at < st.out.len() {
+            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &st.out[st.out_at..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            st.out_at += n;
+        }
+        if st.out_at > 0 {
+            st.out = Vec::new();
+            st.out_at = 0;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads what the socket has and processes it. Ready(Ok(true)) when
+    /// something was read, Ready(Ok(false)) at the end of the peer's stream.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: Option<&mut ReadBuf<'_>>,
+    ) -> Poll<io::Result<bool>> {
+        READ_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut rb = ReadBuf::new(&mut scratch[..]);
+            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            if n == 0 {
+                self.st.read_done = true;
+                if !self.partial.is_empty() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed in the middle of a TLS record",
+                    )));
+                }
+                return Poll::Ready(Ok(false));
+            }
+            let out = &mut self.st.out;
+            let mut out_tmp = std::mem::take(out);
+            let result = if self.partial.is_empty() {
+                let r = advance(
+                    &mut self.st,
+                    &mut scratch[..n],
+                    dst,
+                    Intent::Nothing,
+                    &mut out_tmp,
+                );
+                if let Ok((used, _)) = &r {
+                    self.partial.extend_from_slice(&scratch[*used..n]);
+                }
+                r
+            } else {
+                self.partial.extend_from_slice(&scratch[..n]);
+                let r = advance(
+                    &mut self.st,
+                    &mut self.partial,
+                    dst,
+                    Intent::Nothing,
+                    &mut out_tmp,
+                );
+                if let Ok((used, _)) = &r {
+                    self.partial.drain(..*used);
+                }
+                r
+            };
+            self.st.out = out_tmp;
+            if self.partial.is_empty() {
+                self.partial = Vec::new();
+            } else if self.partial.len() > MAX_PARTIAL {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS record or handshake message too large",
+                )));
+            }
+            match result {
+                Ok(_) => Poll::Ready(Ok(true)),
+                Err(e) => {
+                    // Give a queued alert one chance to leave.
+                    let st = &mut self.st;
+                    if st.out_at < st.out.len() {
+                        let _ = self.tcp.try_write(&st.out[st.out_at..]);
+                    }
+                    Poll::Ready(Err(e))
+                }
+            }
+        })
+    }
+
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_flush_out(cx))?;
+            if !self.st.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            if !ready!(self.poll_fill(cx, None))? {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed during the TLS handshake",
+                )));
+            }
+        }
+    }
+}
+
+impl AsyncRead for ServerTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        dst: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let st = &mut this.st;
+            if st.plain_at < st.plain.len() {
+                let n = (st.plain.len() - st.plain_at).min(dst.remaining());
+                dst.put_slice(&st.plain[st.plain_at..st.plain_at + n]);
+                st.plain_at += n;
+                if st.plain_at == st.plain.len() {
+                    st.plain = Vec::new();
+                    st.plain_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            if st.read_done || dst.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // Records the connection queued while reading (a key update's
+            // answer, say) leave as soon as the socket takes them.
+            if let Poll::Ready(Err(e)) = this.poll_flush_out(cx) {
+                return Poll::Ready(Err(e));
+            }
+            let before = dst.filled().len();
+            if !ready!(this.poll_fill(cx, Some(dst)))? || dst.filled().len() > before {
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for ServerTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        if this.st.close_sent {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let data = &data[..data.len().min(WRITE_CHUNK)];
+        WRITE_SCRATCH.with(|scratch| {
+            let mut out = scratch.borrow_mut();
+            out.clear();
+            let (used, step) = advance(
+                &mut this.st,
+                &mut this.partial,
+                None,
+                Intent::Encrypt(data),
+                &mut out,
+            )?;
+            this.partial.drain(..used);
+            if this.partial.is_empty() {
+                this.partial = Vec::new();
+            }
+            match step {
+                Step::Done => {}
+                Step::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                Step::NeedInput => {
+                    return Poll::Ready(Err(io::Error::other("TLS handshake not complete")))
+                }
+            }
+            // Whatever the socket does not take now is kept, and written
+            // before anything else.
+            let mut at = 0;
+            while at < out.len() {
+                match Pin::new(&mut this.tcp).poll_write(cx, &out[at..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => at += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+            if at < out.len() {
+                this.st.out.extend_from_slice(&out[at..]);
+            }
+            if out.capacity() > 2 * (WRITE_CHUNK + 4 * MAX_RECORD) {
+                *out = Vec::new();
+            }
+            Poll::Ready(Ok(data.len()))
+        })
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.st.close_sent {
+            // Mark first: a failure here must not be retried forever.
+            this.st.close_sent = true;
+            let mut out = std::mem::take(&mut this.st.out);
+            let r = advance(
+                &mut this.st,
+                &mut this.partial,
+                None,
+                Intent::CloseNotify,
+                &mut out,
+            );
+            this.st.out = out;
+            if let Ok((used, _)) = r {
+                this.partial.drain(..used);
+            }
+        }
+        ready!(this.poll_flush_out(cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
