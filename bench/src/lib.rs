@@ -131,7 +131,11 @@ pub enum Conn {
 }
 
 impl AsyncRead for Conn {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -140,7 +144,11 @@ impl AsyncRead for Conn {
 }
 
 impl AsyncWrite for Conn {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
@@ -175,7 +183,10 @@ pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     /// TLS client config when the target terminates TLS.
-    pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    pub tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// Source addresses to spread connections over (bind before connect).
     pub sources: Vec<IpAddr>,
 }
@@ -200,12 +211,17 @@ pub fn tls_client(ca_pem: &str) -> io::Result<tokio_rustls::TlsConnector> {
         .ok_or_else(|| io::Error::other("no certificate in the PEM file"))?
         .map_err(io::Error::other)?
         .into_owned();
-    let schemes = provider.signature_verification_algorithms.supported_schemes();
+    let schemes = provider
+        .signature_verification_algorithms
+        .supported_schemes();
     let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { cert: pinned, schemes }))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            cert: pinned,
+            schemes,
+        }))
         .with_no_client_auth();
     cfg.resumption = rustls::client::Resumption::disabled();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -274,7 +290,12 @@ pub async fn connect(t: &Target, n: usize) -> io::Result<Conn> {
 
 /// Sends the upgrade request with a bearer token and reads the answer head.
 /// Returns the status code and any bytes read past the head.
-pub async fn upgrade(c: &mut Conn, host: &str, path: &str, token: Option<&str>) -> io::Result<(u16, Vec<u8>)> {
+pub async fn upgrade(
+    c: &mut Conn,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+) -> io::Result<(u16, Vec<u8>)> {
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -292,7 +313,10 @@ pub async fn upgrade(c: &mut Conn, host: &str, path: &str, token: Option<&str>) 
     loop {
         let n = c.read(&mut chunk).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed during upgrade"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during upgrade",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = head_end(&buf) {
@@ -322,7 +346,9 @@ pub struct Args {
 
 impl Args {
     pub fn from_env(skip: usize) -> Self {
-        Self { items: std::env::args().skip(skip).collect() }
+        Self {
+            items: std::env::args().skip(skip).collect(),
+        }
     }
     pub fn get(&self, name: &str) -> Option<&str> {
         let flag = format!("--{name}");
@@ -334,10 +360,12 @@ impl Args {
     }
     pub fn has(&self, name: &str) -> bool {
         let flag = format!("--{name}");
-        self.items.iter().any(|a| *a == flag)
+        self.items.contains(&flag)
     }
     pub fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
-        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+        self.get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     }
 }
 
@@ -364,7 +392,9 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
 
 /// Open file descriptors of a process.
 pub fn proc_fds(pid: u32) -> Option<usize> {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count())
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
 }
 
 /// Percentile of a sorted slice.

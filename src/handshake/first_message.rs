@@ -111,7 +111,10 @@ pub(super) fn start(
             jti = t.and_then(|t| t.jti.as_deref()).unwrap_or(""),
             outcome = "ok", "handshake accepted (first message)"
         );
-        run(&gw2, accepted, guard, client, connected).await;
+        let mut connected = connected;
+        run(&gw2, &accepted, &guard, &mut client, &mut connected).await;
+        drop(connected);
+        drop(guard);
     });
     switching_protocols(&accept_key, protocol.as_deref())
 }

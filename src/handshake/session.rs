@@ -72,24 +72,31 @@ pub(crate) fn spawn(
 ) {
     let gw2 = Arc::clone(gw);
     gw.sessions.spawn(async move {
-        let client = match on_upgrade.await {
+        let mut client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
             Err(e) => {
                 tracing::debug!(error = %e, "client upgrade failed");
                 return;
             }
         };
-        run(&gw2, accepted, guard, client, connected).await;
+        let mut connected = connected;
+        run(&gw2, &accepted, &guard, &mut client, &mut connected).await;
+        // The upstream's lease first, then the session's slot.
+        drop(connected);
+        drop(guard);
     });
 }
 
-/// The pump, with the bookkeeping around it.
+/// The pump, with the bookkeeping around it. Everything is borrowed from
+/// the session task, which drops it afterwards (upstream lease, then the
+/// registration): arguments an async fn owns are stored twice in its state,
+/// and this state lives as long as the session.
 pub(crate) async fn run<C>(
     gw: &Arc<Gateway>,
-    accepted: Accepted,
-    guard: SessionGuard,
-    client: C,
-    connected: Connected,
+    accepted: &Accepted,
+    guard: &SessionGuard,
+    client: &mut C,
+    connected: &mut Connected,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -118,7 +125,7 @@ pub(crate) async fn run<C>(
     let tally = pump::Tally::default();
     let reason = pump::run(
         client,
-        connected.io,
+        &mut connected.io,
         &handle,
         &settings,
         &metrics,
@@ -141,8 +148,6 @@ pub(crate) async fn run<C>(
         msgs_up, bytes_up, msgs_down, bytes_down,
         "session closed"
     );
-    drop(connected.lease);
-    drop(guard);
 }
 
 /// `reject: close`: completes the client's handshake only to close it at

@@ -115,13 +115,13 @@ where
             .map(|_| Instant::now() + CLOSE_HANDSHAKE_WAIT);
         let event = tokio::select! {
             ev = relay.run() => ev,
-            r = control(session, settings, &last_activity, start), if half_closed.is_none() => {
-                break r;
-            }
-            _ = sleep_until(answer_by.unwrap_or_else(Instant::now)), if answer_by.is_some() => {
-                let (by_client, code, reason) = half_closed.unwrap_or((true, 1005, String::new()));
-                break peer_close(by_client, code, reason);
-            }
+            r = control(session, settings, &last_activity, start, answer_by) => match r {
+                Control::End(r) => break r,
+                Control::NoAnswer => {
+                    let (by_client, code, reason) = half_closed.unwrap_or((true, 1005, String::new()));
+                    break peer_close(by_client, code, reason);
+                }
+            },
         };
         match event {
             Event::Closed {
@@ -184,15 +184,30 @@ fn peer_close(by_client: bool, code: u16, reason: String) -> CloseReason {
     }
 }
 
+/// What ended [`control`]'s wait.
+enum Control {
+    End(CloseReason),
+    /// The side asked to close did not answer in time.
+    NoAnswer,
+}
+
 /// Waits for the first control event: kill (revocation, admin, reload,
-/// shutdown), token expiry, or idleness. Costs nothing while nothing happens:
-/// two timers and a cancellation token, no polling loop.
+/// shutdown), token expiry, or idleness; or, once a side has asked to close,
+/// only for the other side's answer deadline (`answer_by`). Costs nothing
+/// while nothing happens: one timer (the earliest deadline) and the
+/// session's notifications, no polling loop. One timer rather than one per
+/// deadline keeps every idle session smaller.
 async fn control(
     session: &SessionHandle,
     settings: &PumpSettings,
     last_activity: &AtomicU64,
     start: Instant,
-) -> CloseReason {
+    answer_by: Option<Instant>,
+) -> Control {
+    if let Some(at) = answer_by {
+        sleep_until(at).await;
+        return Control::NoAnswer;
+    }
     loop {
         // Created before reading the deadline, so a refresh in between wakes us.
         let moved = session.deadline_moved();
@@ -214,24 +229,28 @@ async fn control(
             );
             later(last, t)
         });
+        let wake_at = match (expiry, idle_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             _ = session.cancelled() => {
-                return session.take_reason().unwrap_or(CloseReason::Shutdown);
-            }
-            _ = sleep_until(expiry.unwrap_or_else(far_future)), if expiry.is_some() => {
-                // Wall clock, not the monotonic timer, decides: "never before exp".
-                if let Some(exp) = session.expires_at() {
-                    if unix_now_ms() >= exp.saturating_mul(1000) {
-                        return CloseReason::Expired;
-                    }
-                }
+                return Control::End(session.take_reason().unwrap_or(CloseReason::Shutdown));
             }
             _ = moved => {}
-            _ = sleep_until(idle_at.unwrap_or_else(far_future)), if idle_at.is_some() => {
+            _ = sleep_until(wake_at.unwrap_or_else(far_future)), if wake_at.is_some() => {
+                // Wall clock, not the monotonic timer, decides: "never before exp".
+                if expiry.is_some() {
+                    if let Some(exp) = session.expires_at() {
+                        if unix_now_ms() >= exp.saturating_mul(1000) {
+                            return Control::End(CloseReason::Expired);
+                        }
+                    }
+                }
                 if let Some(t) = settings.idle_timeout {
                     let last = later(start, Duration::from_millis(last_activity.load(Ordering::Relaxed)));
                     if Instant::now() >= later(last, t) && t <= YEAR {
-                        return CloseReason::Idle;
+                        return Control::End(CloseReason::Idle);
                     }
                 }
             }

@@ -55,7 +55,9 @@ async fn serve(mut tcp: TcpStream) -> io::Result<()> {
         .lines()
         .find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case("sec-websocket-key").then(|| v.trim().to_owned())
+            n.trim()
+                .eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_owned())
         })
         .unwrap_or_default();
     let answer = format!(

@@ -127,7 +127,9 @@ async fn main() -> io::Result<()> {
         "latency" => latency(c, &args).await,
         "handshake" => handshake(c, &args).await,
         "hold" => hold(c, &args).await,
-        _ => Err(io::Error::other("mode: throughput | latency | handshake | hold")),
+        _ => Err(io::Error::other(
+            "mode: throughput | latency | handshake | hold",
+        )),
     }?;
     // Skip dropping thousands of connections one by one.
     std::process::exit(0);
@@ -256,7 +258,7 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let rate: f64 = args.num("rate", 2000.0);
     let secs: f64 = args.num("secs", 10.0);
     let warmup: f64 = args.num("warmup", 2.0);
-    let size: usize = args.num("size", 64).max(8);
+    let size: usize = args.num("size", 64).max(16);
     let mut opened = Vec::new();
     for i in 0..conns {
         opened.push(c.open(i).await?);
@@ -283,6 +285,11 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
                 }
                 let ns = at.duration_since(epoch).as_nanos() as u64;
                 frame[off..off + 8].copy_from_slice(&ns.to_le_bytes());
+                // The actual send time too: the runtime's timer fires up to
+                // a millisecond after the scheduled time, the same for every
+                // target, and that noise would otherwise sit in every sample.
+                let sent_ns = Instant::now().duration_since(epoch).as_nanos() as u64;
+                frame[off + 8..off + 16].copy_from_slice(&sent_ns.to_le_bytes());
                 if w.write_all(&frame).await.is_err() {
                     errs.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -292,33 +299,39 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
         let errs = errors.clone();
         readers.push(tokio::spawn(async move {
             let mut samples: Vec<u64> = Vec::new();
+            let mut from_send: Vec<u64> = Vec::new();
             let mut buf = rest;
             let mut filled = buf.len();
             buf.resize(filled.max(16 * 1024), 0);
             loop {
                 let now = Instant::now();
                 drain_frames(&mut buf, &mut filled, |p| {
-                    if p.len() >= 8 {
+                    if p.len() >= 16 {
                         let ns = u64::from_le_bytes(p[..8].try_into().unwrap());
+                        let sched = epoch + Duration::from_nanos(ns);
+                        let ns = u64::from_le_bytes(p[8..16].try_into().unwrap());
                         let sent = epoch + Duration::from_nanos(ns);
-                        if sent >= measure_from && sent < measure_to {
-                            samples.push(now.duration_since(sent).as_micros() as u64);
+                        if sched >= measure_from && sched < measure_to {
+                            samples.push(now.duration_since(sched).as_micros() as u64);
+                            from_send.push(now.duration_since(sent).as_micros() as u64);
                         }
                     }
                 });
                 if now > measure_to + Duration::from_millis(500) {
-                    return samples;
+                    return (samples, from_send);
                 }
                 if filled == buf.len() {
                     let l = buf.len();
                     buf.resize(l * 2, 0);
                 }
-                let read = tokio::time::timeout(Duration::from_millis(200), r.read(&mut buf[filled..])).await;
+                let read =
+                    tokio::time::timeout(Duration::from_millis(200), r.read(&mut buf[filled..]))
+                        .await;
                 match read {
                     Err(_) => continue,
                     Ok(Ok(0)) | Ok(Err(_)) => {
                         errs.fetch_add(1, Ordering::Relaxed);
-                        return samples;
+                        return (samples, from_send);
                     }
                     Ok(Ok(n)) => filled += n,
                 }
@@ -330,14 +343,19 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
     tokio::time::sleep_until(measure_to.into()).await;
     let cores = probe.cores();
     let mut all = Vec::new();
+    let mut sent = Vec::new();
     for r in readers {
-        all.extend(r.await.unwrap_or_default());
+        let (a, b) = r.await.unwrap_or_default();
+        all.extend(a);
+        sent.extend(b);
     }
     all.sort_unstable();
+    sent.sort_unstable();
     let expected = (rate * secs) as u64;
     emit(serde_json::json!({
         "p50_us": pct(&all, 0.50), "p99_us": pct(&all, 0.99), "p999_us": pct(&all, 0.999),
         "max_us": all.last().copied().unwrap_or(0),
+        "sent_p50_us": pct(&sent, 0.50), "sent_p99_us": pct(&sent, 0.99), "sent_p999_us": pct(&sent, 0.999),
         "samples": all.len(), "expected": expected,
         "errors": errors.load(Ordering::Relaxed),
         "proxy_cores": cores,
@@ -360,7 +378,13 @@ async fn handshake(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let probe = CpuProbe::start(c.pid);
     let mut tasks = Vec::new();
     for _ in 0..workers {
-        let (c, next, ok, fail, last_err) = (c.clone(), next.clone(), ok.clone(), fail.clone(), last_err.clone());
+        let (c, next, ok, fail, last_err) = (
+            c.clone(),
+            next.clone(),
+            ok.clone(),
+            fail.clone(),
+            last_err.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < deadline {

@@ -65,7 +65,8 @@ fn profile(quick: bool) -> Profile {
 }
 
 /// Source addresses the load generator spreads its connections over.
-const SOURCES: &str = "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9";
+const SOURCES: &str =
+    "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9";
 
 /// Children are ended by their own PID when the runner ends.
 struct Procs(Vec<Child>);
@@ -135,13 +136,43 @@ fn run() -> io::Result<()> {
     // Keys, certificate, tokens.
     let w = |f: &str| work.join(f).to_string_lossy().into_owned();
     eprintln!("== keys and certificate in {}", work.display());
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &w("jwt_priv.pem")])?;
-    openssl(&["pkey", "-in", &w("jwt_priv.pem"), "-pubout", "-out", &w("jwt_pub.pem")])?;
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &w("tls.key"), "-out", &w("tls.crt"), "-days", "2", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext", "basicConstraints=critical,CA:FALSE",
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &w("jwt_priv.pem"),
+    ])?;
+    openssl(&[
+        "pkey",
+        "-in",
+        &w("jwt_priv.pem"),
+        "-pubout",
+        "-out",
+        &w("jwt_pub.pem"),
+    ])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &w("tls.key"),
+        "-out",
+        &w("tls.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
     ])?;
     let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
     std::fs::write(w("tls_combined.pem"), combined)?;
@@ -150,7 +181,10 @@ fn run() -> io::Result<()> {
     let priv_pem = std::fs::read(w("jwt_priv.pem"))?;
     let toks = sign_tokens(&priv_pem, p.hs_pool + n_sessions + 1)?;
     std::fs::write(w("tokens_pool.txt"), toks[..p.hs_pool].join("\n"))?;
-    std::fs::write(w("tokens_sessions.txt"), toks[p.hs_pool..p.hs_pool + n_sessions].join("\n"))?;
+    std::fs::write(
+        w("tokens_sessions.txt"),
+        toks[p.hs_pool..p.hs_pool + n_sessions].join("\n"),
+    )?;
     std::fs::write(w("token_one.txt"), &toks[toks.len() - 1])?;
 
     let mut procs = Procs(Vec::new());
@@ -162,23 +196,33 @@ fn run() -> io::Result<()> {
     let echo_addr = {
         let mut line = String::new();
         BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line)?;
-        line.trim().strip_prefix("echo ready addr=").unwrap_or("").to_owned()
+        line.trim()
+            .strip_prefix("echo ready addr=")
+            .unwrap_or("")
+            .to_owned()
     };
     let echo_pid = echo.id();
     procs.0.push(echo);
     eprintln!("== echo upstream at {echo_addr} (pid {echo_pid})");
 
-    let mut targets = vec![TargetInfo { name: "direct", addr: echo_addr.clone(), tls: false, pid: echo_pid }];
+    let mut targets = vec![TargetInfo {
+        name: "direct",
+        addr: echo_addr.clone(),
+        tls: false,
+        pid: echo_pid,
+    }];
 
     // HAProxy.
     let haproxy_version = if haproxy_bin == "none" {
         None
     } else {
-        Command::new(&haproxy_bin)
-            .arg("-v")
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").to_owned())
+        Command::new(&haproxy_bin).arg("-v").output().ok().map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
     };
     match &haproxy_version {
         None => eprintln!("!! haproxy not found ({haproxy_bin}): running direct + wsgate only (apt-get install -y haproxy)"),
@@ -210,7 +254,9 @@ fn run() -> io::Result<()> {
 
     // wsgate.
     std::fs::write(w("wsgate.yaml"), wsgate_config(&echo_addr))?;
-    let check = Command::new(&wsgate_bin).args(["check", "-c", &w("wsgate.yaml")]).output()?;
+    let check = Command::new(&wsgate_bin)
+        .args(["check", "-c", &w("wsgate.yaml")])
+        .output()?;
     if !check.status.success() {
         return Err(io::Error::other(format!(
             "wsgate check failed: {}{}",
@@ -245,17 +291,29 @@ fn run() -> io::Result<()> {
             }
         }
     });
-    let gw_addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| io::Error::other("wsgate did not log `listener ready` (see bench/work/wsgate.log)"))?;
+    let gw_addr = rx.recv_timeout(Duration::from_secs(20)).map_err(|_| {
+        io::Error::other("wsgate did not log `listener ready` (see bench/work/wsgate.log)")
+    })?;
     eprintln!("== wsgate at {gw_addr} (pid {gw_pid})");
-    targets.push(TargetInfo { name: "wsgate", addr: gw_addr, tls: true, pid: gw_pid });
+    targets.push(TargetInfo {
+        name: "wsgate",
+        addr: gw_addr,
+        tls: true,
+        pid: gw_pid,
+    });
 
     let base = |t: &TargetInfo, tokens: &str| -> Vec<String> {
         let mut v = vec![
-            "--addr".into(), t.addr.clone(), "--path".into(), "/echo".into(),
-            "--tokens".into(), w(tokens), "--sources".into(), SOURCES.into(),
-            "--pid".into(), t.pid.to_string(),
+            "--addr".into(),
+            t.addr.clone(),
+            "--path".into(),
+            "/echo".into(),
+            "--tokens".into(),
+            w(tokens),
+            "--sources".into(),
+            SOURCES.into(),
+            "--pid".into(),
+            t.pid.to_string(),
         ];
         if t.tls {
             v.push("--tls-ca".into());
@@ -265,10 +323,13 @@ fn run() -> io::Result<()> {
     };
 
     let mut rows: Vec<Row> = Vec::new();
+    // `--only idle,throughput,latency,handshakes` runs a subset.
+    let only = args.get("only").map(str::to_owned);
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
 
     // 1. Idle sessions, first, while every process is fresh.
     let mut idle_notes = Vec::new();
-    for t in &targets {
+    for t in targets.iter().filter(|_| want("idle")) {
         if t.name == "direct" {
             continue;
         }
@@ -280,54 +341,133 @@ fn run() -> io::Result<()> {
                 t.name,
                 cpu * 100.0
             ));
-            rows.push(Row::new(format!("idle {level}: KiB RSS per session"), t.name, kib_per, false));
-            rows.push(Row::new(format!("idle {level}: idle CPU % of a core"), t.name, cpu * 100.0, false));
+            rows.push(Row::new(
+                format!("idle {level}: KiB RSS per session"),
+                t.name,
+                kib_per,
+                false,
+            ));
+            rows.push(Row::new(
+                format!("idle {level}: idle CPU % of a core"),
+                t.name,
+                cpu * 100.0,
+                false,
+            ));
         }
     }
 
     // 2. Relay throughput.
-    for size in [64usize, 16384] {
+    for size in [64usize, 16384].into_iter().filter(|_| want("throughput")) {
         for t in &targets {
             eprintln!("-- throughput {size} B: {}", t.name);
             let mut a = base(t, "tokens_sessions.txt");
             a.extend(
                 [
-                    "--conns", "64", "--size", &size.to_string(), "--window", &p.window.to_string(),
-                    "--secs", &p.tp_secs.to_string(), "--warmup", &p.tp_warmup.to_string(),
+                    "--conns",
+                    "64",
+                    "--size",
+                    &size.to_string(),
+                    "--window",
+                    &p.window.to_string(),
+                    "--secs",
+                    &p.tp_secs.to_string(),
+                    "--warmup",
+                    &p.tp_warmup.to_string(),
                 ]
                 .map(String::from),
             );
             let v = loadgen_run(&loadgen, "throughput", &a)?;
             let label = if size == 64 { "64 B" } else { "16 KiB" };
-            rows.push(Row::new(format!("throughput {label}: msgs/s"), t.name, f(&v, "msgs_per_s"), true));
-            rows.push(Row::new(format!("throughput {label}: MB/s"), t.name, f(&v, "mb_per_s"), true));
-            rows.push(Row::new(format!("throughput {label}: proxy CPU (cores)"), t.name, f(&v, "proxy_cores"), false));
+            rows.push(Row::new(
+                format!("throughput {label}: msgs/s"),
+                t.name,
+                f(&v, "msgs_per_s"),
+                true,
+            ));
+            rows.push(Row::new(
+                format!("throughput {label}: MB/s"),
+                t.name,
+                f(&v, "mb_per_s"),
+                true,
+            ));
+            rows.push(Row::new(
+                format!("throughput {label}: proxy CPU (cores)"),
+                t.name,
+                f(&v, "proxy_cores"),
+                false,
+            ));
             check_errors(&v, t.name);
         }
     }
 
     // 3. Latency at a fixed rate.
     let mut direct_p99 = None;
-    for t in &targets {
+    let mut direct_sent_p99 = None;
+    for t in targets.iter().filter(|_| want("latency")) {
         eprintln!("-- latency: {}", t.name);
         let mut a = base(t, "tokens_sessions.txt");
         a.extend(
             [
-                "--conns", &p.lat_conns.to_string(), "--rate", &p.lat_rate.to_string(),
-                "--secs", &p.lat_secs.to_string(), "--warmup", "1",
+                "--conns",
+                &p.lat_conns.to_string(),
+                "--rate",
+                &p.lat_rate.to_string(),
+                "--secs",
+                &p.lat_secs.to_string(),
+                "--warmup",
+                "1",
             ]
             .map(String::from),
         );
         let v = loadgen_run(&loadgen, "latency", &a)?;
         for (k, label) in [("p50_us", "p50"), ("p99_us", "p99"), ("p999_us", "p99.9")] {
-            rows.push(Row::new(format!("latency {label} (µs)"), t.name, f(&v, k), false));
+            rows.push(Row::new(
+                format!("latency {label} (µs)"),
+                t.name,
+                f(&v, k),
+                false,
+            ));
+        }
+        // From the actual send: without the load generator's timer jitter.
+        for (k, label) in [
+            ("sent_p50_us", "p50"),
+            ("sent_p99_us", "p99"),
+            ("sent_p999_us", "p99.9"),
+        ] {
+            rows.push(Row::new(
+                format!("latency from send {label} (µs)"),
+                t.name,
+                f(&v, k),
+                false,
+            ));
         }
         if t.name == "direct" {
             direct_p99 = Some(f(&v, "p99_us"));
-        } else if let Some(d) = direct_p99 {
-            rows.push(Row::new("latency p99 added over direct (µs)".into(), t.name, f(&v, "p99_us") - d, false));
+            direct_sent_p99 = Some(f(&v, "sent_p99_us"));
+        } else {
+            if let Some(d) = direct_p99 {
+                rows.push(Row::new(
+                    "latency p99 added over direct (µs)".into(),
+                    t.name,
+                    f(&v, "p99_us") - d,
+                    false,
+                ));
+            }
+            if let Some(d) = direct_sent_p99 {
+                rows.push(Row::new(
+                    "latency from send: p99 added over direct (µs)".into(),
+                    t.name,
+                    f(&v, "sent_p99_us") - d,
+                    false,
+                ));
+            }
         }
-        rows.push(Row::new("latency: samples / expected".into(), t.name, f(&v, "samples") / f(&v, "expected").max(1.0), true));
+        rows.push(Row::new(
+            "latency: samples / expected".into(),
+            t.name,
+            f(&v, "samples") / f(&v, "expected").max(1.0),
+            true,
+        ));
         check_errors(&v, t.name);
     }
 
@@ -335,20 +475,49 @@ fn run() -> io::Result<()> {
     for (label, tokens, once) in [
         ("distinct tokens", "tokens_pool.txt", true),
         ("one repeated token", "token_one.txt", false),
-    ] {
+    ]
+    .into_iter()
+    .filter(|_| want("handshakes"))
+    {
         for t in &targets {
             eprintln!("-- handshakes, {label}: {}", t.name);
             let mut a = base(t, tokens);
-            a.extend(["--workers", &p.hs_workers.to_string(), "--secs", &p.hs_secs.to_string()].map(String::from));
+            a.extend(
+                [
+                    "--workers",
+                    &p.hs_workers.to_string(),
+                    "--secs",
+                    &p.hs_secs.to_string(),
+                ]
+                .map(String::from),
+            );
             if once {
                 a.push("--once".into());
             }
             let v = loadgen_run(&loadgen, "handshake", &a)?;
-            rows.push(Row::new(format!("handshakes/s, {label}"), t.name, f(&v, "per_s"), true));
-            rows.push(Row::new(format!("handshake p99 (µs), {label}"), t.name, f(&v, "p99_us"), false));
-            rows.push(Row::new(format!("handshakes, {label}: proxy CPU (cores)"), t.name, f(&v, "proxy_cores"), false));
+            rows.push(Row::new(
+                format!("handshakes/s, {label}"),
+                t.name,
+                f(&v, "per_s"),
+                true,
+            ));
+            rows.push(Row::new(
+                format!("handshake p99 (µs), {label}"),
+                t.name,
+                f(&v, "p99_us"),
+                false,
+            ));
+            rows.push(Row::new(
+                format!("handshakes, {label}: proxy CPU (cores)"),
+                t.name,
+                f(&v, "proxy_cores"),
+                false,
+            ));
             if v["fail"].as_u64().unwrap_or(0) > 0 {
-                eprintln!("   {} failed handshakes; last error: {}", v["fail"], v["last_error"]);
+                eprintln!(
+                    "   {} failed handshakes; last error: {}",
+                    v["fail"], v["last_error"]
+                );
             }
             if v["exhausted"].as_bool() == Some(true) {
                 eprintln!("   token pool exhausted before the time was up (rate is over the shorter time)");
@@ -372,7 +541,10 @@ fn run() -> io::Result<()> {
     );
     let mut md = String::new();
     md += &format!("# wsgate benchmark, {} run, {date}\n\n", p.name);
-    md += &format!("Command: `{}`\n\n", std::env::args().collect::<Vec<_>>().join(" "));
+    md += &format!(
+        "Command: `{}`\n\n",
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
     md += &format!(
         "Targets: direct = plain `ws://` to the echo upstream; haproxy = {}; wsgate = `{}`. \
          Both proxies terminate TLS 1.3 (ECDSA P-256 certificate, X25519, no resumption) and verify an RS256 token \
@@ -388,14 +560,21 @@ fn run() -> io::Result<()> {
     for n in &idle_notes {
         md += &format!("- {n}\n");
     }
-    md += &format!("\nwsgate RSS at the end: {gw_rss_end} kB. Run took {:.0} s.\n", started.elapsed().as_secs_f64());
+    md += &format!(
+        "\nwsgate RSS at the end: {gw_rss_end} kB. Run took {:.0} s.\n",
+        started.elapsed().as_secs_f64()
+    );
     println!("\n{table}");
     for n in &idle_notes {
         println!("{n}");
     }
     let out = out_dir.join(format!("{date}-{}.md", p.name));
     std::fs::write(&out, md)?;
-    println!("\nwritten: {} ({:.0} s)", out.display(), started.elapsed().as_secs_f64());
+    println!(
+        "\nwritten: {} ({:.0} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -420,7 +599,12 @@ struct Row {
 
 impl Row {
     fn new(metric: String, target: &'static str, value: f64, higher_better: bool) -> Self {
-        Self { metric, target, value, higher_better }
+        Self {
+            metric,
+            target,
+            value,
+            higher_better,
+        }
     }
 }
 
@@ -443,7 +627,11 @@ fn render(rows: &[Row], have_haproxy: bool) -> String {
             metrics.push(&r.metric);
         }
     }
-    let get = |m: &str, t: &str| rows.iter().find(|r| r.metric == m && r.target == t).map(|r| r.value);
+    let get = |m: &str, t: &str| {
+        rows.iter()
+            .find(|r| r.metric == m && r.target == t)
+            .map(|r| r.value)
+    };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b != 0.0 && !a.is_nan() && !b.is_nan() => format!("{:.2}", a / b),
         _ => "—".into(),
@@ -453,7 +641,11 @@ fn render(rows: &[Row], have_haproxy: bool) -> String {
     s += "|---|---:|---:|---:|---:|---:|---:|\n";
     for m in metrics {
         let d = get(m, "direct");
-        let h = if have_haproxy { get(m, "haproxy") } else { None };
+        let h = if have_haproxy {
+            get(m, "haproxy")
+        } else {
+            None
+        };
         let g = get(m, "wsgate");
         let cell = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "—".into());
         s += &format!(
@@ -470,12 +662,21 @@ fn render(rows: &[Row], have_haproxy: bool) -> String {
 }
 
 fn loadgen_run(bin: &Path, mode: &str, args: &[String]) -> io::Result<Value> {
-    let o = Command::new(bin).arg(mode).args(args).stderr(Stdio::inherit()).output()?;
+    let o = Command::new(bin)
+        .arg(mode)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
     let out = String::from_utf8_lossy(&o.stdout);
     let line = out
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
-        .ok_or_else(|| io::Error::other(format!("loadgen {mode} gave no result (exit {:?})", o.status.code())))?;
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "loadgen {mode} gave no result (exit {:?})",
+                o.status.code()
+            ))
+        })?;
     serde_json::from_str(line).map_err(io::Error::other)
 }
 
@@ -518,7 +719,10 @@ fn idle(
         let cpu = (proc_cpu_secs(pid).unwrap_or(0.0) - c0) / t0.elapsed().as_secs_f64();
         let fds = proc_fds(pid).unwrap_or(0);
         let per = (rss.saturating_sub(rss0)) as f64 / held.max(1) as f64;
-        eprintln!("   {line}: RSS {rss0} -> {rss} kB, {per:.1} KiB/session, CPU {:.2}%, fds {fds}", cpu * 100.0);
+        eprintln!(
+            "   {line}: RSS {rss0} -> {rss} kB, {per:.1} KiB/session, CPU {:.2}%, fds {fds}",
+            cpu * 100.0
+        );
         out.push((level, held, per, cpu, fds));
         writeln!(stdin)?;
     }
@@ -530,7 +734,9 @@ fn idle(
 }
 
 fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_port(addr: &str) -> io::Result<()> {
@@ -547,8 +753,13 @@ fn wait_port(addr: &str) -> io::Result<()> {
 fn sign_tokens(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let per = n.div_ceil(threads);
     let mut hs = Vec::new();
     for t in 0..threads {
