@@ -2,7 +2,10 @@ use wsgate_bench::*;
 
 #[test]
 fn accept_key_matches_rfc6455_example() {
-    assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_eq!(
+        accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
 }
 
 #[test]
@@ -11,7 +14,10 @@ fn header_round_trip() {
         let mut b = Vec::new();
         put_header(&mut b, true, OP_BINARY, len, Some([1, 2, 3, 4]));
         let h = parse_header(&b).unwrap();
-        assert_eq!((h.fin, h.opcode, h.len, h.mask, h.header_len), (true, OP_BINARY, len, Some([1, 2, 3, 4]), b.len()));
+        assert_eq!(
+            (h.fin, h.opcode, h.len, h.mask, h.header_len),
+            (true, OP_BINARY, len, Some([1, 2, 3, 4]), b.len())
+        );
     }
 }
 
@@ -21,6 +27,10 @@ fn mask_matches_bytewise() {
     let data: Vec<u8> = (0..37u8).collect();
     let mut fast = data.clone();
     apply_mask(&mut fast, key);
-    let slow: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+    let slow: Vec<u8> = data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ key[i % 4])
+        .collect();
     assert_eq!(fast, slow);
 }

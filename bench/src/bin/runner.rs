@@ -680,14 +680,12 @@ fn loadgen_run(bin: &Path, mode: &str, args: &[String]) -> io::Result<Value> {
     serde_json::from_str(line).map_err(io::Error::other)
 }
 
+/// One idle level: (asked, held, KiB per session, idle CPU in cores, fds).
+type IdleLevel = (usize, usize, f64, f64, usize);
+
 /// Opens sessions level by level; at each level measures the proxy's RSS
 /// growth over its fresh baseline, its CPU while idle, and its fds.
-fn idle(
-    bin: &Path,
-    mut a: Vec<String>,
-    pid: u32,
-    p: &Profile,
-) -> io::Result<Vec<(usize, usize, f64, f64, usize)>> {
+fn idle(bin: &Path, mut a: Vec<String>, pid: u32, p: &Profile) -> io::Result<Vec<IdleLevel>> {
     let levels: Vec<String> = p.idle_levels.iter().map(|l| l.to_string()).collect();
     a.extend(["--levels".into(), levels.join(",")]);
     let rss0 = proc_rss_kb(pid).unwrap_or(0);
