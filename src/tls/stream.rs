@@ -61,6 +61,7 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Ser
             out_at: 0,
             read_done: false,
             close_sent: false,
+            failed: false,
         },
         partial: Vec::new(),
     };
@@ -88,6 +89,10 @@ struct State {
     /// The peer sent close_notify, or ended its side of the TCP connection.
     read_done: bool,
     close_sent: bool,
+    /// rustls reported an error. It is not asked anything again: it would
+    /// deframe the bytes that failed once more, or look for handshake
+    /// messages it still holds in a buffer that is no longer offered.
+    failed: bool,
 }
 
 /// What to do once the connection can send application data.
@@ -120,6 +125,9 @@ fn advance(
     mut intent: Intent<'_>,
     out: &mut Vec<u8>,
 ) -> io::Result<(usize, Step)> {
+    if st.failed {
+        return Err(failed());
+    }
     let mut used = 0;
     loop {
         let UnbufferedStatus { mut discard, state } =
@@ -127,6 +135,7 @@ fn advance(
         let state = match state {
             Ok(s) => s,
             Err(e) => {
+                st.failed = true;
                 queue_alert(&mut st.conn, out);
                 return Err(tls_error(e));
             }
@@ -195,17 +204,19 @@ fn advance(
 
 /// After an error rustls has usually queued an alert for the peer; taking it
 /// out lets the peer learn why instead of seeing the connection drop.
+///
+/// Only while records are queued: rustls hands those out before it looks at
+/// input again, and once the queue is empty it would deframe. The bytes that
+/// failed would fail again (a second fatal alert, which rustls asserts
+/// against), and handshake messages it still holds refer to a buffer not
+/// offered here (rustls panics on the empty one).
 fn queue_alert(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
-    for _ in 0..4 {
+    while conn.wants_write() {
         match conn.process_tls_records(&mut []).state {
             Ok(ConnectionState::EncodeTlsData(mut e)) => {
                 if encode(out, |buf| e.encode(buf)).is_err() {
                     return;
                 }
-            }
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                t.done();
-                return;
             }
             _ => return,
         }
@@ -284,6 +295,13 @@ fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+fn failed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the TLS connection failed earlier",
+    )
+}
+
 impl ServerTls {
     /// Writes queued records; Ready once none is left.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -309,6 +327,9 @@ impl ServerTls {
         cx: &mut Context<'_>,
         dst: Option<&mut ReadBuf<'_>>,
     ) -> Poll<io::Result<bool>> {
+        if self.st.failed {
+            return Poll::Ready(Err(failed()));
+        }
         READ_SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let mut rb = ReadBuf::new(&mut scratch[..]);
@@ -511,3 +532,7 @@ impl AsyncWrite for ServerTls {
         Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
