@@ -336,6 +336,9 @@ fn run() -> io::Result<()> {
         eprintln!("-- idle sessions: {}", t.name);
         let r = idle(&loadgen, base(t, "tokens_sessions.txt"), t.pid, &p)?;
         for (level, held, kib_per, cpu, fds) in r {
+            if held < level {
+                problem(format!("{}: held {held} of {level} sessions", t.name));
+            }
             idle_notes.push(format!(
                 "{}: {held} sessions held (asked {level}), {kib_per:.1} KiB/session, idle CPU {:.2}% of a core, {fds} fds",
                 t.name,
@@ -377,6 +380,9 @@ fn run() -> io::Result<()> {
                 .map(String::from),
             );
             let v = loadgen_run(&loadgen, "throughput", &a)?;
+            if f(&v, "msgs_per_s") <= 0.0 {
+                problem(format!("{}: nothing relayed at {size} B", t.name));
+            }
             let label = if size == 64 { "64 B" } else { "16 KiB" };
             rows.push(Row::new(
                 format!("throughput {label}: msgs/s"),
@@ -468,6 +474,12 @@ fn run() -> io::Result<()> {
             f(&v, "samples") / f(&v, "expected").max(1.0),
             true,
         ));
+        if f(&v, "samples") < 0.9 * f(&v, "expected") {
+            problem(format!(
+                "{}: {} latency samples of {} expected",
+                t.name, v["samples"], v["expected"]
+            ));
+        }
         check_errors(&v, t.name);
     }
 
@@ -495,6 +507,9 @@ fn run() -> io::Result<()> {
                 a.push("--once".into());
             }
             let v = loadgen_run(&loadgen, "handshake", &a)?;
+            if f(&v, "per_s") <= 0.0 {
+                problem(format!("{}: no handshake completed ({label})", t.name));
+            }
             rows.push(Row::new(
                 format!("handshakes/s, {label}"),
                 t.name,
@@ -514,10 +529,10 @@ fn run() -> io::Result<()> {
                 false,
             ));
             if v["fail"].as_u64().unwrap_or(0) > 0 {
-                eprintln!(
-                    "   {} failed handshakes; last error: {}",
-                    v["fail"], v["last_error"]
-                );
+                problem(format!(
+                    "{}: {} failed handshakes; last error: {}",
+                    t.name, v["fail"], v["last_error"]
+                ));
             }
             if v["exhausted"].as_bool() == Some(true) {
                 eprintln!("   token pool exhausted before the time was up (rate is over the shorter time)");
@@ -575,6 +590,15 @@ fn run() -> io::Result<()> {
         out.display(),
         started.elapsed().as_secs_f64()
     );
+    // `--strict` (the test suite's smoke run): any problem fails the run.
+    let problems = PROBLEMS.lock().map(|p| p.clone()).unwrap_or_default();
+    if args.has("strict") && !problems.is_empty() {
+        return Err(io::Error::other(format!(
+            "{} problem(s): {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
     Ok(())
 }
 
@@ -582,9 +606,20 @@ fn f(v: &Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or(f64::NAN)
 }
 
+/// What went wrong in a run (connection errors, sessions not held, nothing
+/// relayed): printed as it happens, and the exit status with `--strict`.
+static PROBLEMS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn problem(what: String) {
+    eprintln!("   {what}");
+    if let Ok(mut p) = PROBLEMS.lock() {
+        p.push(what);
+    }
+}
+
 fn check_errors(v: &Value, name: &str) {
     if v["errors"].as_u64().unwrap_or(0) > 0 {
-        eprintln!("   {name}: {} connection errors", v["errors"]);
+        problem(format!("{name}: {} connection errors", v["errors"]));
     }
 }
 
