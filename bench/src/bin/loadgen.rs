@@ -263,6 +263,7 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
     for i in 0..conns {
         opened.push(c.open(i).await?);
     }
+    let mut pairs = Vec::with_capacity(conns);
     let epoch = Instant::now() + Duration::from_millis(100);
     let measure_from = epoch + Duration::from_secs_f64(warmup);
     let measure_to = measure_from + Duration::from_secs_f64(secs);
@@ -270,24 +271,45 @@ async fn latency(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let errors = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     let probe_at = measure_from;
-    for (i, (conn, rest)) in opened.into_iter().enumerate() {
-        let (mut r, mut w) = tokio::io::split(conn);
+    // One pacer thread keeps the schedule for every connection: a runtime
+    // timer fires up to a millisecond late (its wheel has 1 ms slots), an OS
+    // sleep within tens of microseconds, so the scheduled send time is close
+    // to the actual one and the round trip measured from the schedule keeps
+    // what the target costs, not the generator's timer.
+    let mut pace = Vec::with_capacity(conns);
+    for (conn, rest) in opened {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        pace.push(tx);
+        let (r, w) = tokio::io::split(conn);
+        pairs.push((r, w, rest, rx));
+    }
+    let step = period.div_f64(conns as f64);
+    let stop_at = measure_to + Duration::from_millis(200);
+    std::thread::spawn(move || {
+        for j in 0u64.. {
+            let at = epoch + step.mul_f64(j as f64);
+            if at > stop_at {
+                break;
+            }
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            let ns = at.duration_since(epoch).as_nanos() as u64;
+            if pace[(j % conns as u64) as usize].send(ns).is_err() {
+                break;
+            }
+        }
+        // Dropping the senders ends the writers.
+    });
+    for (mut r, mut w, rest, mut rx) in pairs {
         let errs = errors.clone();
-        let phase = period.mul_f64(i as f64 / conns as f64);
         tokio::spawn(async move {
-            let mut iv = tokio::time::interval_at((epoch + phase).into(), period);
             let mut frame = client_frame(size, b'y');
             let off = frame.len() - size;
-            loop {
-                let at: Instant = iv.tick().await.into();
-                if at > measure_to + Duration::from_millis(200) {
-                    return;
-                }
-                let ns = at.duration_since(epoch).as_nanos() as u64;
+            while let Some(ns) = rx.recv().await {
                 frame[off..off + 8].copy_from_slice(&ns.to_le_bytes());
-                // The actual send time too: the runtime's timer fires up to
-                // a millisecond after the scheduled time, the same for every
-                // target, and that noise would otherwise sit in every sample.
+                // The actual send time too, for the round trip from the send.
                 let sent_ns = Instant::now().duration_since(epoch).as_nanos() as u64;
                 frame[off + 8..off + 16].copy_from_slice(&sent_ns.to_le_bytes());
                 if w.write_all(&frame).await.is_err() {
