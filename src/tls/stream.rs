@@ -13,6 +13,11 @@
 //! Handshake records the connection has to send (the handshake itself,
 //! tickets, key updates, alerts) are queued in `out` and written before any
 //! application data that follows them.
+//!
+//! The transport is a type parameter: the listeners run this over a
+//! `TcpStream` (the default), and the fuzz target `tls_accept` over an
+//! in-memory pipe, so that every split of a client's bytes into reads can be
+//! replayed exactly.
 
 use std::cell::RefCell;
 use std::io;
@@ -38,7 +43,9 @@ const READ_CHUNK: usize = 2 * MAX_RECORD;
 const WRITE_CHUNK: usize = 64 * 1024;
 /// Most ciphertext kept for one unfinished record or handshake message: a
 /// 64 KiB handshake message (rustls's own limit) plus one record. rustls
-/// refuses anything larger before this is reached; the bound makes sure.
+/// refuses a larger message, but keeps every record of a smaller one until it
+/// is complete: one sent in records of a few bytes each (a 64 KiB
+/// ClientHello in 2-byte records is 224 KiB of ciphertext) is refused here.
 const MAX_PARTIAL: usize = 64 * 1024 + MAX_RECORD;
 
 thread_local! {
@@ -49,10 +56,13 @@ thread_local! {
 }
 
 /// Accepts a TLS connection: runs the handshake to its end.
-pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<ServerTls> {
+pub async fn accept<S>(io: S, config: Arc<ServerConfig>) -> io::Result<ServerTls<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut tls = ServerTls {
-        tcp,
+        io,
         st: State {
             conn,
             plain: Vec::new(),
@@ -70,8 +80,8 @@ pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Ser
 }
 
 /// A server-side TLS connection after its handshake.
-pub struct ServerTls {
-    tcp: TcpStream,
+pub struct ServerTls<S = TcpStream> {
+    io: S,
     st: State,
     /// The start of a record (or handshake message) whose end has not
     /// arrived yet.
@@ -302,12 +312,12 @@ fn failed() -> io::Error {
     )
 }
 
-impl ServerTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
     /// Writes queued records; Ready once none is left.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let st = &mut self.st;
         while st.out_at < st.out.len() {
-            let n = ready!(Pin::new(&mut self.tcp).poll_write(cx, &st.out[st.out_at..]))?;
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &st.out[st.out_at..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -333,7 +343,7 @@ impl ServerTls {
         READ_SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let mut rb = ReadBuf::new(&mut scratch[..]);
-            ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut rb))?;
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
             let n = rb.filled().len();
             if n == 0 {
                 self.st.read_done = true;
@@ -385,10 +395,18 @@ impl ServerTls {
             match result {
                 Ok(_) => Poll::Ready(Ok(true)),
                 Err(e) => {
-                    // Give a queued alert one chance to leave.
+                    // Give a queued alert one chance to leave, without
+                    // waiting: the caller is about to hear of the error and
+                    // may well drop the connection instead of flushing it.
+                    // What leaves is marked sent, or the next write or
+                    // shutdown would send it again.
                     let st = &mut self.st;
                     if st.out_at < st.out.len() {
-                        let _ = self.tcp.try_write(&st.out[st.out_at..]);
+                        if let Poll::Ready(Ok(n)) =
+                            Pin::new(&mut self.io).poll_write(cx, &st.out[st.out_at..])
+                        {
+                            st.out_at += n;
+                        }
                     }
                     Poll::Ready(Err(e))
                 }
@@ -412,7 +430,7 @@ impl ServerTls {
     }
 }
 
-impl AsyncRead for ServerTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTls<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -440,14 +458,31 @@ impl AsyncRead for ServerTls {
                 return Poll::Ready(Err(e));
             }
             let before = dst.filled().len();
-            if !ready!(this.poll_fill(cx, Some(dst)))? || dst.filled().len() > before {
-                return Poll::Ready(Ok(()));
+            match ready!(this.poll_fill(cx, Some(dst))) {
+                Ok(more) => {
+                    if !more || dst.filled().len() > before {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    // Records decrypted before the one that failed may
+                    // have gone to `dst`, and a caller takes nothing from a
+                    // failed read. They go back in front of `plain`, so
+                    // that a read after the error returns them in order
+                    // rather than the bytes that followed them.
+                    let st = &mut this.st;
+                    let taken = &dst.filled()[before..];
+                    st.plain
+                        .splice(st.plain_at..st.plain_at, taken.iter().copied());
+                    dst.set_filled(before);
+                    return Poll::Ready(Err(e));
+                }
             }
         }
     }
 }
 
-impl AsyncWrite for ServerTls {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTls<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -487,7 +522,7 @@ impl AsyncWrite for ServerTls {
             // before anything else.
             let mut at = 0;
             while at < out.len() {
-                match Pin::new(&mut this.tcp).poll_write(cx, &out[at..]) {
+                match Pin::new(&mut this.io).poll_write(cx, &out[at..]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => at += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -507,7 +542,7 @@ impl AsyncWrite for ServerTls {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_flush_out(cx))?;
-        Pin::new(&mut this.tcp).poll_flush(cx)
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -529,7 +564,7 @@ impl AsyncWrite for ServerTls {
             }
         }
         ready!(this.poll_flush_out(cx))?;
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

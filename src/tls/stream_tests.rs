@@ -3,6 +3,8 @@
 //! records split across socket reads, close_notify both ways, peers that
 //! leave mid-record, handshake failures the client hears about, a
 //! connection after an error (only closing, never a panic), and backpressure.
+//! Where the bytes on the wire must be exact (what a failed connection
+//! still sends, what a read after a failure returns), over an in-memory pipe.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -519,7 +521,7 @@ async fn peer_leaving_mid_record_is_a_read_error() {
 async fn hold_partial(server: &mut ServerTls, len: usize) {
     within(PROMPTLY, "partial record", async {
         while server.partial.len() < len {
-            server.tcp.readable().await.unwrap();
+            server.io.readable().await.unwrap();
             let mut buf = [0; 64];
             let mut rb = ReadBuf::new(&mut buf);
             let r = std::future::poll_fn(|cx| {
@@ -573,6 +575,117 @@ async fn after_a_bad_record_the_connection_only_closes() {
             Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac)),
             "{version:?}"
         );
+    }
+}
+
+/// A handshake over an in-memory pipe, with every record the server sent
+/// during it (TLS 1.3 tickets too) already taken in by the client, so that
+/// whatever arrives on `raw` later was written later.
+async fn pair_in_memory(
+    srv: &Server,
+    version: &'static SupportedProtocolVersion,
+) -> (
+    ServerTls<tokio::io::DuplexStream>,
+    tokio::io::DuplexStream,
+    rustls::ClientConnection,
+) {
+    let (client_io, server_io) = tokio::io::duplex(1 << 20);
+    let name = ServerName::try_from("localhost").unwrap();
+    let connector = TlsConnector::from(srv.client(version));
+    let (client, server) = within(PROMPTLY, "handshake", async {
+        tokio::join!(
+            connector.connect(name, client_io),
+            accept(server_io, Arc::clone(&srv.config))
+        )
+    })
+    .await;
+    let (server, (mut raw, mut conn)) = (server.unwrap(), client.unwrap().into_inner());
+    // `accept` returns only after its last records are written.
+    let mut rest = vec![0; 64 * 1024];
+    loop {
+        let mut rb = ReadBuf::new(&mut rest);
+        let r = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut raw).poll_read(cx, &mut rb)));
+        if r.await.is_pending() {
+            break;
+        }
+        let mut rd = rb.filled();
+        while !rd.is_empty() {
+            conn.read_tls(&mut rd).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+    }
+    (server, raw, conn)
+}
+
+#[tokio::test]
+async fn the_alert_after_a_failed_read_is_sent_once() {
+    for version in BOTH {
+        let srv = Server::new();
+        let (mut server, mut raw, mut conn) = pair_in_memory(&srv, version).await;
+        let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+        bad.extend_from_slice(&[0x20; 32]);
+        raw.write_all(&bad).await.unwrap();
+        let mut buf = [0; 64];
+        let e = within(PROMPTLY, "server read", server.read(&mut buf))
+            .await
+            .expect_err("a record that does not decrypt");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+        // Everything a caller may still do with a failed connection.
+        let e = within(PROMPTLY, "read again", server.read(&mut buf)).await;
+        assert!(e.is_err(), "{version:?}: read after the failure: {e:?}");
+        assert!(server.write_all(b"late").await.is_err(), "{version:?}");
+        let _ = within(PROMPTLY, "server shutdown", server.shutdown()).await;
+        drop(server);
+        let mut answer = Vec::new();
+        within(PROMPTLY, "raw read", raw.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        // One record, and it is the alert.
+        assert!(answer.len() > 5, "{version:?}: {answer:?}");
+        let len = usize::from(u16::from_be_bytes([answer[3], answer[4]]));
+        assert_eq!(answer.len(), 5 + len, "{version:?}: more than one record");
+        conn.read_tls(&mut &answer[..]).unwrap();
+        assert_eq!(
+            conn.process_new_packets().err(),
+            Some(rustls::Error::AlertReceived(AlertDescription::BadRecordMac)),
+            "{version:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn data_read_with_a_bad_record_stays_in_order() {
+    use std::io::Write as _;
+    for version in BOTH {
+        let srv = Server::new();
+        let (mut server, mut raw, mut conn) = pair_in_memory(&srv, version).await;
+        // A good record and a bad one, taken in by the same read.
+        conn.writer().write_all(b"whole").unwrap();
+        let mut bytes = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut bytes).unwrap();
+        }
+        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x20]);
+        bytes.extend_from_slice(&[0x20; 32]);
+        raw.write_all(&bytes).await.unwrap();
+        // One byte at a time, so the good record is split between the
+        // caller's buffer and the connection's.
+        let mut one = [0; 1];
+        let e = within(PROMPTLY, "server read", server.read(&mut one))
+            .await
+            .expect_err("a record that does not decrypt");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+        // A caller that reads on gets the good record whole, then the
+        // failure again: never the bytes behind a gap.
+        let mut got = Vec::new();
+        loop {
+            match within(PROMPTLY, "read on", server.read(&mut one)).await {
+                Ok(0) => panic!("{version:?}: EOF after a failure"),
+                Ok(n) => got.extend_from_slice(&one[..n]),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(got, b"whole", "{version:?}");
     }
 }
 
