@@ -63,16 +63,7 @@ where
     let conn = UnbufferedServerConnection::new(config).map_err(tls_error)?;
     let mut tls = ServerTls {
         io,
-        st: State {
-            conn,
-            plain: Vec::new(),
-            plain_at: 0,
-            out: Vec::new(),
-            out_at: 0,
-            read_done: false,
-            close_sent: false,
-            failed: false,
-        },
+        st: State::new(conn),
         partial: Vec::new(),
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
@@ -103,6 +94,21 @@ struct State {
     /// deframe the bytes that failed once more, or look for handshake
     /// messages it still holds in a buffer that is no longer offered.
     failed: bool,
+}
+
+impl State {
+    fn new(conn: UnbufferedServerConnection) -> Self {
+        Self {
+            conn,
+            plain: Vec::new(),
+            plain_at: 0,
+            out: Vec::new(),
+            out_at: 0,
+            read_done: false,
+            close_sent: false,
+            failed: false,
+        }
+    }
 }
 
 /// What to do once the connection can send application data.
@@ -168,7 +174,7 @@ fn advance(
                 None
             }
             ConnectionState::EncodeTlsData(mut e) => {
-                encode(out, |buf| e.encode(buf))?;
+                append(out, |buf| e.encode(buf))?;
                 None
             }
             // Queued in `out`, which the callers write before anything else.
@@ -189,11 +195,11 @@ fn advance(
                 match std::mem::replace(&mut intent, Intent::Nothing) {
                     Intent::Nothing => Some(Step::NeedInput),
                     Intent::Encrypt(data) => {
-                        encrypt(out, |buf| w.encrypt(data, buf))?;
+                        append(out, |buf| w.encrypt(data, buf))?;
                         Some(Step::Done)
                     }
                     Intent::CloseNotify => {
-                        encrypt(out, |buf| w.queue_close_notify(buf))?;
+                        append(out, |buf| w.queue_close_notify(buf))?;
                         st.close_sent = true;
                         Some(Step::Done)
                     }
@@ -224,7 +230,7 @@ fn queue_alert(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
     while conn.wants_write() {
         match conn.process_tls_records(&mut []).state {
             Ok(ConnectionState::EncodeTlsData(mut e)) => {
-                if encode(out, |buf| e.encode(buf)).is_err() {
+                if append(out, |buf| e.encode(buf)).is_err() {
                     return;
                 }
             }
@@ -247,10 +253,38 @@ fn deliver(payload: &[u8], dst: Option<&mut ReadBuf<'_>>, plain: &mut Vec<u8>) {
     plain.extend_from_slice(&payload[direct..]);
 }
 
-/// Appends one encoded handshake record to `out`, growing it as rustls asks.
-fn encode(
+/// The two ways rustls says the room it was given is too small.
+trait NeedsRoom: std::fmt::Display {
+    fn required(&self) -> Option<usize>;
+}
+
+impl NeedsRoom for EncodeError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl NeedsRoom for EncryptError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(InsufficientSizeError { required_size }) => {
+                Some(*required_size)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Appends what rustls writes (a handshake record, encrypted records) to
+/// `out`, growing it to the size rustls asks for.
+fn append<E: NeedsRoom>(
     out: &mut Vec<u8>,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> io::Result<()> {
     let start = out.len();
     let mut room = 1024;
@@ -261,42 +295,13 @@ fn encode(
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size }))
-                if required_size > room =>
-            {
-                room = required_size
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
-            }
-        }
-    }
-}
-
-/// Appends encrypted records to `out`, growing it as rustls asks.
-fn encrypt(
-    out: &mut Vec<u8>,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
-) -> io::Result<()> {
-    let start = out.len();
-    let mut room = 256;
-    loop {
-        out.resize(start + room, 0);
-        match f(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(InsufficientSizeError { required_size }))
-                if required_size > room =>
-            {
-                room = required_size
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
-            }
+            Err(e) => match e.required() {
+                Some(required) if required > room => room = required,
+                _ => {
+                    out.truncate(start);
+                    return Err(io::Error::other(e.to_string()));
+                }
+            },
         }
     }
 }
@@ -386,12 +391,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
             self.st.out = out_tmp;
             if self.partial.is_empty() {
                 self.partial = Vec::new();
-            } else if self.partial.len() > MAX_PARTIAL {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "TLS record or handshake message too large",
-                )));
             }
+            // rustls's own error, with its alert, comes first; the size
+            // bound is the last word only on bytes rustls still accepts.
+            let result = result.and_then(|r| {
+                if self.partial.len() > MAX_PARTIAL {
+                    self.st.failed = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS record or handshake message too large",
+                    ));
+                }
+                Ok(r)
+            });
             match result {
                 Ok(_) => Poll::Ready(Ok(true)),
                 Err(e) => {

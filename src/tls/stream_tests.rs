@@ -837,16 +837,7 @@ fn refusal_with_handshake_messages_behind_it_queues_the_alert() {
     for version in BOTH {
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = rustls::ClientConnection::new(srv.client(version), name).unwrap();
-        let mut st = State {
-            conn: UnbufferedServerConnection::new(Arc::clone(&srv.config)).unwrap(),
-            plain: Vec::new(),
-            plain_at: 0,
-            out: Vec::new(),
-            out_at: 0,
-            read_done: false,
-            close_sent: false,
-            failed: false,
-        };
+        let mut st = State::new(UnbufferedServerConnection::new(Arc::clone(&srv.config)).unwrap());
         // Input not consumed yet, as `partial` holds it.
         let mut incoming = Vec::new();
         let (refused, out) = loop {
@@ -926,6 +917,30 @@ async fn oversized_record_header_is_refused_without_waiting_for_the_body() {
         .err()
         .expect("an oversized record");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_message_in_tiny_records_is_bounded() {
+    // A ClientHello announcing 65535 bytes, then its body two bytes per
+    // record: rustls keeps every record until the message is whole, so what
+    // stops the growth is MAX_PARTIAL (the ciphertext is 3.5 times the
+    // message), not rustls's message limit.
+    let srv = Server::new();
+    let (addr, server) = srv.serve_once().await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0xff, 0xff];
+    while bytes.len() < MAX_PARTIAL + 64 * 1024 {
+        bytes.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x02, 0x03, 0x03]);
+    }
+    // The server may stop reading (and close) before all of it is sent.
+    let _ = raw.write_all(&bytes).await;
+    let e = within(PROMPTLY, "accept", server)
+        .await
+        .expect("no panic")
+        .err()
+        .expect("refused before the message is whole");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    assert!(e.to_string().contains("too large"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
