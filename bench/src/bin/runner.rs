@@ -19,6 +19,8 @@ struct Profile {
     name: &'static str,
     tp_secs: f64,
     tp_warmup: f64,
+    /// Throughput rounds (targets take turns; medians reported).
+    tp_rounds: usize,
     window: usize,
     lat_conns: usize,
     lat_rate: f64,
@@ -38,6 +40,7 @@ fn profile(quick: bool) -> Profile {
             name: "quick",
             tp_secs: 2.0,
             tp_warmup: 0.5,
+            tp_rounds: 1,
             window: 16,
             lat_conns: 100,
             lat_rate: 1000.0,
@@ -52,8 +55,9 @@ fn profile(quick: bool) -> Profile {
     } else {
         Profile {
             name: "full",
-            tp_secs: 10.0,
-            tp_warmup: 2.0,
+            tp_secs: 6.0,
+            tp_warmup: 1.0,
+            tp_rounds: 3,
             window: 16,
             lat_conns: 100,
             lat_rate: 2000.0,
@@ -332,7 +336,7 @@ fn run() -> io::Result<()> {
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
 
     // 1. Idle sessions, first, while every process is fresh.
-    let mut idle_notes = Vec::new();
+    let mut notes = Vec::new();
     for t in targets.iter().filter(|_| want("idle")) {
         if t.name == "direct" {
             continue;
@@ -343,7 +347,7 @@ fn run() -> io::Result<()> {
             if held < level {
                 problem(format!("{}: held {held} of {level} sessions", t.name));
             }
-            idle_notes.push(format!(
+            notes.push(format!(
                 "{}: {held} sessions held (asked {level}), {kib_per:.1} KiB/session, idle CPU {:.2}% of a core, {fds} fds",
                 t.name,
                 cpu * 100.0
@@ -363,50 +367,87 @@ fn run() -> io::Result<()> {
         }
     }
 
-    // 2. Relay throughput.
+    // 2. Relay throughput. On two cores shared with the load generator and
+    // the echo, a run's figure moves with how the OS splits the CPU (±20 %
+    // between runs), so the targets take turns over rounds and each figure is
+    // the median; the per-round ratios are printed too.
+    let median = |mut xs: Vec<f64>| -> f64 {
+        xs.sort_by(|a, b| a.total_cmp(b));
+        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+    };
+    let tp_rounds: usize = args.num("tp-rounds", p.tp_rounds).max(1);
     for size in [64usize, 16384].into_iter().filter(|_| want("throughput")) {
-        for t in &targets {
-            eprintln!("-- throughput {size} B: {}", t.name);
-            let mut a = base(t, "tokens_sessions.txt");
-            a.extend(
-                [
-                    "--conns",
-                    "64",
-                    "--size",
-                    &size.to_string(),
-                    "--window",
-                    &p.window.to_string(),
-                    "--secs",
-                    &p.tp_secs.to_string(),
-                    "--warmup",
-                    &p.tp_warmup.to_string(),
-                ]
-                .map(String::from),
-            );
-            let v = loadgen_run(&loadgen, "throughput", &a)?;
-            if f(&v, "msgs_per_s") <= 0.0 {
-                problem(format!("{}: nothing relayed at {size} B", t.name));
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
+        for round in 0..tp_rounds {
+            for (ti, t) in targets.iter().enumerate() {
+                eprintln!(
+                    "-- throughput {size} B, round {}/{tp_rounds}: {}",
+                    round + 1,
+                    t.name
+                );
+                let mut a = base(t, "tokens_sessions.txt");
+                a.extend(
+                    [
+                        "--conns",
+                        "64",
+                        "--size",
+                        &size.to_string(),
+                        "--window",
+                        &p.window.to_string(),
+                        "--secs",
+                        &p.tp_secs.to_string(),
+                        "--warmup",
+                        &p.tp_warmup.to_string(),
+                    ]
+                    .map(String::from),
+                );
+                let v = loadgen_run(&loadgen, "throughput", &a)?;
+                if f(&v, "msgs_per_s") <= 0.0 {
+                    problem(format!("{}: nothing relayed at {size} B", t.name));
+                }
+                check_errors(&v, t.name);
+                runs[ti].push(v);
             }
-            let label = if size == 64 { "64 B" } else { "16 KiB" };
+        }
+        let label = if size == 64 { "64 B" } else { "16 KiB" };
+        let per_round = |name: &str| {
+            targets.iter().position(|t| t.name == name).map(|i| {
+                runs[i]
+                    .iter()
+                    .map(|v| f(v, "msgs_per_s"))
+                    .collect::<Vec<_>>()
+            })
+        };
+        if let (Some(w), Some(h)) = (per_round("wsgate"), per_round("haproxy")) {
+            notes.push(format!(
+                "throughput {label}, wsgate/haproxy per round: {}",
+                w.iter()
+                    .zip(&h)
+                    .map(|(w, h)| format!("{:.2}", w / h.max(1.0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for (ti, t) in targets.iter().enumerate() {
+            let med = |k: &str| median(runs[ti].iter().map(|v| f(v, k)).collect());
             rows.push(Row::new(
                 format!("throughput {label}: msgs/s"),
                 t.name,
-                f(&v, "msgs_per_s"),
+                med("msgs_per_s"),
                 true,
             ));
             rows.push(Row::new(
                 format!("throughput {label}: MB/s"),
                 t.name,
-                f(&v, "mb_per_s"),
+                med("mb_per_s"),
                 true,
             ));
             rows.push(Row::new(
                 format!("throughput {label}: proxy CPU (cores)"),
                 t.name,
-                f(&v, "proxy_cores"),
+                med("proxy_cores"),
                 false,
             ));
-            check_errors(&v, t.name);
         }
     }
 
@@ -444,10 +485,6 @@ fn run() -> io::Result<()> {
             runs[ti].push(v);
         }
     }
-    let median = |mut xs: Vec<f64>| -> f64 {
-        xs.sort_by(|a, b| a.total_cmp(b));
-        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
-    };
     let direct_runs = targets
         .iter()
         .position(|t| t.name == "direct")
@@ -494,7 +531,7 @@ fn run() -> io::Result<()> {
                     .map(|(v, d)| f(v, k) - f(d, k))
                     .collect();
                 if k == "p99_us" {
-                    idle_notes.push(format!(
+                    notes.push(format!(
                         "{}: p99 added over direct per latency round (µs): {}",
                         t.name,
                         added
@@ -608,7 +645,7 @@ fn run() -> io::Result<()> {
     md += "\n```\n\n";
     md += &table;
     md += "\nIdle sessions:\n\n";
-    for n in &idle_notes {
+    for n in &notes {
         md += &format!("- {n}\n");
     }
     md += &format!(
@@ -616,7 +653,7 @@ fn run() -> io::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!("\n{table}");
-    for n in &idle_notes {
+    for n in &notes {
         println!("{n}");
     }
     let out = out_dir.join(format!("{date}-{}.md", p.name));
