@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod handshake;
+pub mod leftover;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

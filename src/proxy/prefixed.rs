@@ -7,17 +7,17 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::leftover::Leftover;
+
 pub struct Prefixed<T> {
-    prefix: Vec<u8>,
-    pos: usize,
+    prefix: Leftover,
     inner: T,
 }
 
 impl<T> Prefixed<T> {
     pub fn new(prefix: Vec<u8>, inner: T) -> Self {
         Self {
-            prefix,
-            pos: 0,
+            prefix: Leftover::new(prefix),
             inner,
         }
     }
@@ -30,15 +30,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                // Release the memory: the prefix is never needed again.
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
+        if !this.prefix.is_empty() {
+            this.prefix.read_into(buf);
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)

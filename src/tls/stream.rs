@@ -33,6 +33,8 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::leftover::Leftover;
+
 /// Largest TLS record on the wire: 16 KiB of plaintext, the most expansion
 /// TLS 1.2 allows, and the header.
 const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
@@ -65,6 +67,7 @@ where
         io,
         st: State::new(conn),
         partial: Vec::new(),
+        out: Leftover::default(),
     };
     std::future::poll_fn(|cx| tls.poll_handshake(cx)).await?;
     Ok(tls)
@@ -77,16 +80,14 @@ pub struct ServerTls<S = TcpStream> {
     /// The start of a record (or handshake message) whose end has not
     /// arrived yet.
     partial: Vec<u8>,
+    /// Encrypted bytes the socket has not taken yet.
+    out: Leftover,
 }
 
 struct State {
     conn: UnbufferedServerConnection,
-    /// Decrypted bytes the reader has not taken yet, from `plain_at` on.
-    plain: Vec<u8>,
-    plain_at: usize,
-    /// Encrypted bytes the socket has not taken yet, from `out_at` on.
-    out: Vec<u8>,
-    out_at: usize,
+    /// Decrypted bytes the reader has not taken yet.
+    plain: Leftover,
     /// The peer sent close_notify, or ended its side of the TCP connection.
     read_done: bool,
     close_sent: bool,
@@ -100,10 +101,7 @@ impl State {
     fn new(conn: UnbufferedServerConnection) -> Self {
         Self {
             conn,
-            plain: Vec::new(),
-            plain_at: 0,
-            out: Vec::new(),
-            out_at: 0,
+            plain: Leftover::default(),
             read_done: false,
             close_sent: false,
             failed: false,
@@ -239,7 +237,7 @@ fn queue_alert(conn: &mut UnbufferedServerConnection, out: &mut Vec<u8>) {
     }
 }
 
-fn deliver(payload: &[u8], dst: Option<&mut ReadBuf<'_>>, plain: &mut Vec<u8>) {
+fn deliver(payload: &[u8], dst: Option<&mut ReadBuf<'_>>, plain: &mut Leftover) {
     let direct = match dst {
         // `plain` is always drained before new records are read, so
         // nothing older is waiting when `dst` is offered.
@@ -250,7 +248,7 @@ fn deliver(payload: &[u8], dst: Option<&mut ReadBuf<'_>>, plain: &mut Vec<u8>) {
         }
         _ => 0,
     };
-    plain.extend_from_slice(&payload[direct..]);
+    plain.extend(&payload[direct..]);
 }
 
 /// The two ways rustls says the room it was given is too small.
@@ -320,17 +318,12 @@ fn failed() -> io::Error {
 impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
     /// Writes queued records; Ready once none is left.
     fn poll_flush_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let st = &mut self.st;
-        while st.out_at < st.out.len() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &st.out[st.out_at..]))?;
+        while !self.out.is_empty() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.out.bytes()))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            st.out_at += n;
-        }
-        if st.out_at > 0 {
-            st.out = Vec::new();
-            st.out_at = 0;
+            self.out.consume(n);
         }
         Poll::Ready(Ok(()))
     }
@@ -360,35 +353,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
                 }
                 return Poll::Ready(Ok(false));
             }
-            let out = &mut self.st.out;
-            let mut out_tmp = std::mem::take(out);
             let result = if self.partial.is_empty() {
-                let r = advance(
-                    &mut self.st,
-                    &mut scratch[..n],
-                    dst,
-                    Intent::Nothing,
-                    &mut out_tmp,
-                );
+                let r = self.out.append_with(|out| {
+                    advance(&mut self.st, &mut scratch[..n], dst, Intent::Nothing, out)
+                });
                 if let Ok((used, _)) = &r {
                     self.partial.extend_from_slice(&scratch[*used..n]);
                 }
                 r
             } else {
                 self.partial.extend_from_slice(&scratch[..n]);
-                let r = advance(
-                    &mut self.st,
-                    &mut self.partial,
-                    dst,
-                    Intent::Nothing,
-                    &mut out_tmp,
-                );
+                let r = self.out.append_with(|out| {
+                    advance(&mut self.st, &mut self.partial, dst, Intent::Nothing, out)
+                });
                 if let Ok((used, _)) = &r {
                     self.partial.drain(..*used);
                 }
                 r
             };
-            self.st.out = out_tmp;
             if self.partial.is_empty() {
                 self.partial = Vec::new();
             }
@@ -412,12 +394,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ServerTls<S> {
                     // may well drop the connection instead of flushing it.
                     // What leaves is marked sent, or the next write or
                     // shutdown would send it again.
-                    let st = &mut self.st;
-                    if st.out_at < st.out.len() {
+                    if !self.out.is_empty() {
                         if let Poll::Ready(Ok(n)) =
-                            Pin::new(&mut self.io).poll_write(cx, &st.out[st.out_at..])
+                            Pin::new(&mut self.io).poll_write(cx, self.out.bytes())
                         {
-                            st.out_at += n;
+                            self.out.consume(n);
                         }
                     }
                     Poll::Ready(Err(e))
@@ -451,14 +432,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTls<S> {
         let this = self.get_mut();
         loop {
             let st = &mut this.st;
-            if st.plain_at < st.plain.len() {
-                let n = (st.plain.len() - st.plain_at).min(dst.remaining());
-                dst.put_slice(&st.plain[st.plain_at..st.plain_at + n]);
-                st.plain_at += n;
-                if st.plain_at == st.plain.len() {
-                    st.plain = Vec::new();
-                    st.plain_at = 0;
-                }
+            if !st.plain.is_empty() {
+                st.plain.read_into(dst);
                 return Poll::Ready(Ok(()));
             }
             if st.read_done || dst.remaining() == 0 {
@@ -482,10 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ServerTls<S> {
                     // failed read. They go back in front of `plain`, so
                     // that a read after the error returns them in order
                     // rather than the bytes that followed them.
-                    let st = &mut this.st;
-                    let taken = &dst.filled()[before..];
-                    st.plain
-                        .splice(st.plain_at..st.plain_at, taken.iter().copied());
+                    this.st.plain.unread(&dst.filled()[before..]);
                     dst.set_filled(before);
                     return Poll::Ready(Err(e));
                 }
@@ -542,7 +514,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTls<S> {
                 }
             }
             if at < out.len() {
-                this.st.out.extend_from_slice(&out[at..]);
+                this.out.extend(&out[at..]);
             }
             if out.capacity() > 2 * (WRITE_CHUNK + 4 * MAX_RECORD) {
                 *out = Vec::new();
@@ -562,15 +534,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ServerTls<S> {
         if !this.st.close_sent {
             // Mark first: a failure here must not be retried forever.
             this.st.close_sent = true;
-            let mut out = std::mem::take(&mut this.st.out);
-            let r = advance(
-                &mut this.st,
-                &mut this.partial,
-                None,
-                Intent::CloseNotify,
-                &mut out,
-            );
-            this.st.out = out;
+            let r = this.out.append_with(|out| {
+                advance(
+                    &mut this.st,
+                    &mut this.partial,
+                    None,
+                    Intent::CloseNotify,
+                    out,
+                )
+            });
             if let Ok((used, _)) = r {
                 this.partial.drain(..used);
             }

@@ -231,7 +231,7 @@ async fn round_trip(version: &'static SupportedProtocolVersion, server_buf: usiz
 fn assert_idle(server: &ServerTls) {
     assert_eq!(server.partial.capacity(), 0, "partial record buffer kept");
     assert_eq!(server.st.plain.capacity(), 0, "plaintext buffer kept");
-    assert_eq!(server.st.out.capacity(), 0, "output buffer kept");
+    assert_eq!(server.out.capacity(), 0, "output buffer kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -980,7 +980,7 @@ async fn slow_reader_holds_the_writer_back() {
                 while at < data.len() {
                     let n = std::future::poll_fn(|cx| {
                         let r = Pin::new(&mut server).poll_write(cx, &data[at..]);
-                        most_kept = most_kept.max(server.st.out.len() - server.st.out_at);
+                        most_kept = most_kept.max(server.out.bytes().len());
                         if r.is_pending() && pendings.fetch_add(1, Ordering::Relaxed) == 0 {
                             held_back.notify_one();
                         }
