@@ -137,18 +137,28 @@ where
         std::future::poll_fn(|cx| self.poll_relay(cx)).await
     }
 
-    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+    /// Drives both directions; only the client's frames may be intercepted.
+    fn poll_dirs(
+        &mut self,
+        cx: &mut Context<'_>,
+        interceptor: Option<&dyn Interceptor>,
+    ) -> (Poll<()>, Poll<()>) {
         let Self {
             client,
             upstream,
             c2u,
             u2c,
             max_message,
-            interceptor,
             ..
         } = self;
-        let a = poll_dir(cx, c2u, client, upstream, *max_message, *interceptor);
-        let b = poll_dir(cx, u2c, upstream, client, *max_message, None);
+        (
+            poll_dir(cx, c2u, client, upstream, *max_message, interceptor),
+            poll_dir(cx, u2c, upstream, client, *max_message, None),
+        )
+    }
+
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        let (a, b) = self.poll_dirs(cx, self.interceptor);
         self.account();
         if self.first_closer.is_none() {
             if self.c2u.close_seen.is_some() {
@@ -246,25 +256,16 @@ where
     }
 
     fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Self {
-            client,
-            upstream,
-            c2u,
-            u2c,
-            max_message,
-            ..
-        } = self;
         // A frame in flight toward a side is completed before its close goes
         // out; then each side is read (and discarded) until its close reply.
-        let _ = poll_dir(cx, c2u, client, upstream, *max_message, None);
-        let _ = poll_dir(cx, u2c, upstream, client, *max_message, None);
+        let _ = self.poll_dirs(cx, None);
         let settled = |d: &Dir| {
             (d.close_seen.is_some() || d.stopped || d.event.is_some())
                 && d.inject.is_empty()
                 && d.out.is_empty()
                 && !d.needs_flush
         };
-        if settled(c2u) && settled(u2c) {
+        if settled(&self.c2u) && settled(&self.u2c) {
             Poll::Ready(())
         } else {
             Poll::Pending
