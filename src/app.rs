@@ -19,6 +19,7 @@ use crate::revocation::{RevocationList, Revoker, StoreError};
 use crate::session::{CloseReason, Registry};
 use crate::state::{BuildError, State};
 use crate::tls::{CertResolver, CertStore, TlsError};
+use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -40,6 +41,12 @@ pub enum AppError {
     Build(#[from] BuildError),
     #[error("revocation: {0}")]
     Revocation(#[from] StoreError),
+    #[error("cannot start {count} I/O worker threads: {source}")]
+    Workers {
+        count: usize,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// State shared by every connection, session and the admin API.
@@ -90,6 +97,7 @@ pub struct App {
     listeners: Vec<Bound>,
     admin: Option<TcpListener>,
     demo: Option<TcpListener>,
+    workers: Workers,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -137,6 +145,9 @@ impl App {
             Some(d) => Some(bind(d.echo_bind).await?),
             None => None,
         };
+        let count = config.workers.unwrap_or_else(Workers::default_count);
+        let workers =
+            Workers::start(count).map_err(|source| AppError::Workers { count, source })?;
         let registry = Registry::new();
         let revocations = RevocationList::new();
         let revoker = Revoker::open(
@@ -162,6 +173,7 @@ impl App {
             listeners,
             admin,
             demo,
+            workers,
         })
     }
 
@@ -174,6 +186,8 @@ impl App {
         let gw = self.gw;
         gw.revoker.start();
         let conns = TaskTracker::new();
+        let workers = Arc::new(self.workers);
+        tracing::info!(workers = workers.len(), "I/O workers started");
         let accept_cancel = gw.shutdown.child_token();
         let mut accept_loops = Vec::new();
         for b in self.listeners {
@@ -184,6 +198,7 @@ impl App {
                 Arc::clone(&gw),
                 b.listener,
                 b.tls,
+                Arc::clone(&workers),
                 conns.clone(),
                 accept_cancel.clone(),
             )));
@@ -245,6 +260,10 @@ impl App {
                 left = gw.registry.len(),
                 "shutdown grace elapsed; exiting with sessions still open"
             );
+        }
+        // The accept loops, the only other owners, have ended.
+        if let Ok(workers) = Arc::try_unwrap(workers) {
+            workers.stop(std::time::Duration::from_secs(1)).await;
         }
         gw.revoker.stop().await;
         demo_cancel.cancel();

@@ -17,6 +17,10 @@
 //! - [`revocation`]: revocation entries and their stores.
 //! - [`admin`]: health, metrics and the admin API.
 //!
+//! Connections and their sessions run on [`workers`] (one thread and
+//! runtime per core, a connection never moves); the accept loops, the
+//! admin API and background work run on the control runtime.
+//!
 //! [`app`] wires them together over the swappable [`state`]; [`config`] turns
 //! `gateway.yaml` into a validated [`config::Config`] before anything is bound.
 #![forbid(unsafe_code)]
@@ -41,3 +45,4 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token_cmd;
+pub mod workers;

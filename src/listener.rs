@@ -1,9 +1,13 @@
-//! Accept loops: one per configured listener. Each connection gets TLS (when
-//! configured) and an HTTP/1.1 connection with upgrades, both bounded by
-//! `limits.handshake_timeout` so half-sent requests cannot hold a socket.
-//! Accept errors (e.g. out of file descriptors) are logged and the loop goes
-//! on: one bad moment must not end the listener.
+//! Accept loops: one per configured listener, on the control runtime. Each
+//! accepted socket is moved to one of the [`Workers`] (registered with its
+//! runtime instead of the control runtime's), where it gets TLS (when configured) and an HTTP/1.1
+//! connection with upgrades, both bounded by `limits.handshake_timeout` so
+//! half-sent requests cannot hold a socket. Accept errors (e.g. out of file
+//! descriptors) are logged and the loop goes on: one bad moment must not end
+//! the listener.
 
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +15,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::Gateway;
 use crate::handshake::{self, ConnInfo};
+use crate::workers::Workers;
 
 /// Request heads above this size get 431 (hyper's buffer limit catches the
 /// gross cases, [`crate::handshake`] the exact one); a JWT plus ordinary
@@ -29,13 +34,14 @@ pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    workers: Arc<Workers>,
     conns: TaskTracker,
     cancel: CancellationToken,
 ) {
     loop {
         let (tcp, remote) = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = listener.accept() => match r {
+            r = accept(&listener) => match r {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
@@ -45,11 +51,17 @@ pub async fn serve(
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
         let gw = Arc::clone(&gw);
         let tls = tls.clone();
         let cancel = cancel.clone();
-        conns.spawn(async move {
+        workers.spawn(conns.track_future(async move {
+            let tcp = match into_tokio(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "accepted socket unusable");
+                    return;
+                }
+            };
             let timeout = gw.state.load().config.limits.handshake_timeout;
             let info = ConnInfo {
                 remote,
@@ -67,8 +79,29 @@ pub async fn serve(
                     }
                 }
             }
-        });
+        }));
     }
+}
+
+/// Accepts one connection, unregistered from this runtime so that it can
+/// move to a worker.
+async fn accept(listener: &TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    loop {
+        let (tcp, remote) = listener.accept().await?;
+        // A socket that cannot be moved is dropped (closed); the next one
+        // may well be fine.
+        match tcp.into_std() {
+            Ok(tcp) => return Ok((tcp, remote)),
+            Err(e) => tracing::debug!(%remote, error = %e, "accepted socket unusable"),
+        }
+    }
+}
+
+/// Registers a moved socket (still non-blocking) with the calling worker's runtime.
+fn into_tokio(tcp: std::net::TcpStream) -> io::Result<TcpStream> {
+    let tcp = TcpStream::from_std(tcp)?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 async fn serve_http<S>(

@@ -37,7 +37,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            // The control runtime (accept loops, admin, background work):
+            // connections and sessions run on the I/O workers (`wsgate::workers`).
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

@@ -56,6 +56,9 @@ pub async fn reload(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     {
         tracing::warn!("listener addresses changed; they take effect at the next restart");
     }
+    if cfg.workers != old.config.workers {
+        tracing::warn!("`workers` changed; it takes effect at the next restart");
+    }
     let summary = config::summary(&cfg);
     let auth_stop = gw.shutdown.child_token();
     let auth = Authenticator::new(&cfg.issuers, auth_stop.clone()).await?;

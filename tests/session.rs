@@ -554,3 +554,31 @@ async fn least_connections_prefers_idle_upstream() {
     assert_eq!((a.count(), b.count()), (2, 2));
     drop(sessions);
 }
+
+/// `workers: N` runs N I/O threads; sessions spread over them all relay, and
+/// one client vanishing leaves the sessions beside it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_relay_on_the_configured_workers() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&format!("workers: 3\n{}", echo_route(&up.url(), "")));
+    assert_eq!(gw.threads_named("wsgate-io-"), 3);
+    assert!(gw.logged("workers=3"), "{:?}", gw.logs());
+    let mut sessions = Vec::new();
+    for i in 0..6 {
+        sessions.push(connect(&gw, &format!("user{i}")).await);
+    }
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        assert_eq!(next_text(ws).await, format!("m{i}"));
+    }
+    drop(sessions.remove(0));
+    for (i, ws) in sessions.iter_mut().enumerate() {
+        ws.send(Message::text(format!("again {i}"))).await.unwrap();
+        assert_eq!(next_text(ws).await, format!("again {i}"));
+    }
+    assert!(
+        gw.wait_for_log("session closed", WAIT).await,
+        "{:?}",
+        gw.logs()
+    );
+}

@@ -31,6 +31,9 @@ pub struct Config {
     /// Extension: a built-in echo upstream so the shipped `gateway.yaml` works
     /// with no external service.
     pub demo: Option<DemoConfig>,
+    /// Extension (`workers`): I/O worker threads; `None`: one per core.
+    /// Read at start only (a reload keeps the running count).
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

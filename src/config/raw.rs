@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub revocation: Option<RawRevocation>,
     pub limits: Option<RawLimits>,
     pub demo: Option<RawDemo>,
+    pub workers: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -133,6 +133,9 @@ impl Ctx {
     }
 }
 
+/// More I/O worker threads than this is a typo, not a machine.
+const MAX_WORKERS: u64 = 1024;
+
 /// Validates a parsed document. `file` names the config in messages; `dir` is
 /// where its relative paths point from.
 pub(crate) fn validate(
@@ -198,6 +201,17 @@ pub(crate) fn validate(
         crate::config::model::DEFAULT_REVOCATION_RETAIN,
     );
     let limits = limits(&mut cx, raw.limits.as_ref(), root.key("limits"));
+    let workers = match raw.workers {
+        None => None,
+        Some(n @ 1..=MAX_WORKERS) => Some(n as usize),
+        Some(_) => {
+            cx.err(
+                root.key("workers"),
+                format!("must be between 1 and {MAX_WORKERS} (leave it out for one per core)"),
+            );
+            None
+        }
+    };
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -213,6 +227,7 @@ pub(crate) fn validate(
         revocation_retain,
         limits,
         demo,
+        workers,
     })
 }
 

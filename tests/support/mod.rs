@@ -376,6 +376,15 @@ impl Gateway {
             .expect("VmRSS line")
     }
 
+    /// How many of the gateway's threads have a name starting with `prefix`.
+    pub fn threads_named(&self, prefix: &str) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid))
+            .expect("read /proc task list")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with(prefix))
+            .count()
+    }
+
     /// Asserts the gateway still answers HTTP on its first listener (a path
     /// no test routes answers 404) and has not exited.
     pub async fn assert_serving(&self) {

@@ -65,7 +65,7 @@ fn profile(quick: bool) -> Profile {
             lat_rounds: 3,
             hs_secs: 10.0,
             hs_workers: 32,
-            hs_pool: 24000,
+            hs_pool: 40000,
             idle_levels: vec![1000, 5000, 9500],
             idle_cpu_secs: 5.0,
         }

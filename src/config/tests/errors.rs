@@ -407,6 +407,12 @@ const CASES: &[Case] = &[
         "limits.auth_timeout",
         "invalid duration",
     ),
+    (
+        "listeners:\n",
+        "workers: 0\nlisteners:\n",
+        "workers",
+        "between 1 and 1024",
+    ),
 ];
 
 #[test]

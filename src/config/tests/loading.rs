@@ -200,6 +200,16 @@ fn defaults_are_applied() {
     assert_eq!(c.limits.handshake_timeout, DEFAULT_HANDSHAKE_TIMEOUT);
     assert_eq!(c.limits.auth_timeout, DEFAULT_AUTH_TIMEOUT);
     assert_eq!(c.limits.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+    assert_eq!(c.workers, None, "one per core unless set");
+}
+
+#[test]
+fn workers_is_read() {
+    let fx = Fixture::new();
+    let c = fx
+        .load(&format!("workers: 3\n{MINIMAL}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.workers, Some(3));
 }
 
 #[test]
