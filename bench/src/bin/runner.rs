@@ -62,7 +62,7 @@ fn profile(quick: bool) -> Profile {
             lat_conns: 100,
             lat_rate: 2000.0,
             lat_secs: 10.0,
-            lat_rounds: 3,
+            lat_rounds: 5,
             hs_secs: 10.0,
             hs_workers: 32,
             hs_pool: 40000,
