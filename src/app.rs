@@ -64,6 +64,8 @@ pub struct Gateway {
     listeners_up: AtomicBool,
     /// TLS certificate resolvers per listener, replaced on reload.
     pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
+    /// The threads connections and sessions run on.
+    pub workers: Workers,
 }
 
 impl Gateway {
@@ -97,7 +99,6 @@ pub struct App {
     listeners: Vec<Bound>,
     admin: Option<TcpListener>,
     demo: Option<TcpListener>,
-    workers: Workers,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
@@ -167,13 +168,13 @@ impl App {
             sessions: TaskTracker::new(),
             listeners_up: AtomicBool::new(false),
             cert_resolvers,
+            workers,
         });
         Ok(Self {
             gw,
             listeners,
             admin,
             demo,
-            workers,
         })
     }
 
@@ -186,8 +187,7 @@ impl App {
         let gw = self.gw;
         gw.revoker.start();
         let conns = TaskTracker::new();
-        let workers = Arc::new(self.workers);
-        tracing::info!(workers = workers.len(), "I/O workers started");
+        tracing::info!(workers = gw.workers.len(), "I/O workers started");
         let accept_cancel = gw.shutdown.child_token();
         let mut accept_loops = Vec::new();
         for b in self.listeners {
@@ -198,7 +198,6 @@ impl App {
                 Arc::clone(&gw),
                 b.listener,
                 b.tls,
-                Arc::clone(&workers),
                 conns.clone(),
                 accept_cancel.clone(),
             )));
@@ -261,10 +260,7 @@ impl App {
                 "shutdown grace elapsed; exiting with sessions still open"
             );
         }
-        // The accept loops, the only other owners, have ended.
-        if let Ok(workers) = Arc::try_unwrap(workers) {
-            workers.stop(std::time::Duration::from_secs(1)).await;
-        }
+        gw.workers.stop(std::time::Duration::from_secs(1)).await;
         gw.revoker.stop().await;
         demo_cancel.cancel();
         if let Some(h) = demo_loop {

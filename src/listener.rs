@@ -1,5 +1,5 @@
 //! Accept loops: one per configured listener, on the control runtime. Each
-//! accepted socket moves to one of the [`Workers`] (registered with that
+//! accepted socket moves to one of the [`crate::workers::Workers`] (registered with that
 //! worker's runtime instead of the control runtime's), where it gets TLS
 //! (when configured) and an HTTP/1.1 connection with upgrades, both bounded
 //! by `limits.handshake_timeout` so half-sent requests cannot hold a socket.
@@ -21,7 +21,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::Gateway;
 use crate::handshake::{self, ConnInfo};
-use crate::workers::Workers;
 
 /// Request heads above this size get 431 (hyper's buffer limit catches the
 /// gross cases, [`crate::handshake`] the exact one); a JWT plus ordinary
@@ -34,7 +33,6 @@ pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    workers: Arc<Workers>,
     conns: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -51,10 +49,11 @@ pub async fn serve(
                 }
             },
         };
+        let workers = &gw.workers;
         let gw = Arc::clone(&gw);
         let tls = tls.clone();
         let cancel = cancel.clone();
-        workers.spawn(conns.track_future(async move {
+        let task = conns.track_future(async move {
             let tcp = match into_tokio(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {
@@ -79,7 +78,8 @@ pub async fn serve(
                     }
                 }
             }
-        }));
+        });
+        workers.spawn(task);
     }
 }
 

@@ -54,6 +54,11 @@ struct CloseLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabel {
+    worker: u32,
+}
+
 fn handshake_histogram() -> Histogram {
     // 100µs .. ~6.5s: covers a cached-token handshake and a slow upstream.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -68,6 +73,7 @@ pub struct Metrics {
     bytes: Family<DirectionLabels, Counter>,
     closes: Family<CloseLabels, Counter>,
     handshake_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    worker_tasks: Family<WorkerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,6 +125,14 @@ impl Metrics {
             "Time from request to 101 (or refusal)",
             handshake_duration.clone(),
         );
+        // Extension: how evenly connections spread over the I/O workers
+        // (a connection never moves once placed).
+        let worker_tasks = Family::<WorkerLabel, Gauge>::default();
+        registry.register(
+            "wsgate_worker_tasks",
+            "Live tasks (connections and sessions) per I/O worker thread",
+            worker_tasks.clone(),
+        );
         Self {
             registry,
             sessions_active,
@@ -127,6 +141,16 @@ impl Metrics {
             bytes,
             closes,
             handshake_duration,
+            worker_tasks,
+        }
+    }
+
+    /// Sets `wsgate_worker_tasks` from a snapshot taken at scrape time.
+    pub fn set_worker_tasks(&self, loads: &[usize]) {
+        for (i, &n) in loads.iter().enumerate() {
+            self.worker_tasks
+                .get_or_create(&WorkerLabel { worker: i as u32 })
+                .set(n as i64);
         }
     }
 
@@ -220,6 +244,7 @@ mod tests {
         let s = m.for_session("chat");
         s.active.inc();
         s.relayed_many(Direction::to_client, 1, 10);
+        m.set_worker_tasks(&[3, 7]);
         let text = m.encode();
         for name in [
             "wsgate_sessions_active{route=\"chat\"} 1",
@@ -228,6 +253,7 @@ mod tests {
             "wsgate_bytes_total{route=\"chat\",direction=\"to_client\"} 10",
             "wsgate_session_closes_total{route=\"chat\",reason=\"expired\"} 1",
             "wsgate_handshake_duration_seconds_count{route=\"chat\"} 1",
+            "wsgate_worker_tasks{worker=\"1\"} 7",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -23,28 +23,27 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 /// A running set of worker threads. Stopping them ([`Workers::stop`])
 /// drops whatever tasks they still hold.
 pub struct Workers {
-    workers: Vec<Worker>,
+    handles: Vec<Handle>,
+    /// Taken by the first [`Workers::stop`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stop: CancellationToken,
     /// Where the search for the least busy worker starts, so ties rotate.
     next: AtomicUsize,
-}
-
-struct Worker {
-    handle: Handle,
-    thread: std::thread::JoinHandle<()>,
 }
 
 impl Workers {
     /// Starts `count` worker threads (at least one).
     pub fn start(count: usize) -> io::Result<Self> {
         let stop = CancellationToken::new();
-        let mut workers: Vec<Worker> = Vec::with_capacity(count.max(1));
+        let mut handles = Vec::with_capacity(count.max(1));
+        let mut threads = Vec::with_capacity(count.max(1));
         for i in 0..count.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -60,7 +59,10 @@ impl Workers {
                     drop(rt);
                 });
             match spawned {
-                Ok(thread) => workers.push(Worker { handle, thread }),
+                Ok(thread) => {
+                    handles.push(handle);
+                    threads.push(thread);
+                }
                 Err(e) => {
                     stop.cancel();
                     return Err(e);
@@ -68,7 +70,8 @@ impl Workers {
             }
         }
         Ok(Self {
-            workers,
+            handles,
+            threads: Mutex::new(threads),
             stop,
             next: AtomicUsize::new(0),
         })
@@ -81,11 +84,11 @@ impl Workers {
     }
 
     pub fn len(&self) -> usize {
-        self.workers.len()
+        self.handles.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
+        self.handles.is_empty()
     }
 
     /// Runs `task` on the least busy worker. Tasks it spawns (the session
@@ -101,12 +104,12 @@ impl Workers {
     /// and sessions both count), searching from a rotating start so that
     /// equally loaded workers take turns.
     fn least_busy(&self) -> &Handle {
-        let n = self.workers.len();
+        let n = self.handles.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let mut best = &self.workers[start].handle;
+        let mut best = &self.handles[start];
         let mut best_load = best.metrics().num_alive_tasks();
         for k in 1..n {
-            let h = &self.workers[(start + k) % n].handle;
+            let h = &self.handles[(start + k) % n];
             let load = h.metrics().num_alive_tasks();
             if load < best_load {
                 best = h;
@@ -118,20 +121,17 @@ impl Workers {
 
     /// Live tasks per worker, in worker order.
     pub fn loads(&self) -> Vec<usize> {
-        self.workers
+        self.handles
             .iter()
-            .map(|w| w.handle.metrics().num_alive_tasks())
+            .map(|h| h.metrics().num_alive_tasks())
             .collect()
     }
 
     /// Stops every worker and waits (bounded by `wait`) for their threads to
-    /// end. Tasks still running are dropped.
-    pub async fn stop(mut self, wait: Duration) {
+    /// end. Tasks still running are dropped; nothing spawned afterwards runs.
+    pub async fn stop(&self, wait: Duration) {
         self.stop.cancel();
-        let threads: Vec<_> = std::mem::take(&mut self.workers)
-            .into_iter()
-            .map(|w| w.thread)
-            .collect();
+        let threads = std::mem::take(&mut *self.threads.lock());
         let joined = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();

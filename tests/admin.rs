@@ -137,3 +137,41 @@ async fn reload_and_revocations_reject_wrong_methods() {
     let r = gw.admin("DELETE", "/admin/revocations", None).await;
     assert_eq!(r.status, 405);
 }
+
+/// `/metrics` without a token, after real sessions: the contract's names
+/// with the live values, and the spread over the I/O workers.
+#[tokio::test]
+async fn metrics_count_live_sessions_messages_and_worker_tasks() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&format!(
+        "workers: 2\n{}",
+        revocation_config(&up.url(), "  store: memory")
+    ));
+    // `session` makes one round trip: 1 message each way per session.
+    let _a = gw.session("/echo", &token("alice", json!({}))).await;
+    let _b = gw.session("/echo", &token("bob", json!({}))).await;
+    let r = gw.admin_as(None, "GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    let value = |series: &str| -> f64 {
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{}", r.body))
+    };
+    assert_eq!(value("wsgate_sessions_active{route=\"echo\"}"), 2.0);
+    assert_eq!(
+        value("wsgate_handshakes_total{route=\"echo\",outcome=\"ok\"}"),
+        2.0
+    );
+    for dir in ["to_upstream", "to_client"] {
+        let series = format!("wsgate_messages_total{{route=\"echo\",direction=\"{dir}\"}}");
+        assert_eq!(value(&series), 2.0, "{series}");
+    }
+    // Each session is at least one live task on the worker it landed on,
+    // and two sessions go to two workers.
+    let (w0, w1) = (
+        value("wsgate_worker_tasks{worker=\"0\"}"),
+        value("wsgate_worker_tasks{worker=\"1\"}"),
+    );
+    assert!(w0 >= 1.0 && w1 >= 1.0, "worker tasks {w0}, {w1}");
+}
