@@ -138,8 +138,15 @@ async fn reload_and_revocations_reject_wrong_methods() {
     assert_eq!(r.status, 405);
 }
 
+/// The value of one series in a `/metrics` body.
+fn series(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+}
+
 /// `/metrics` without a token, after real sessions: the contract's names
-/// with the live values, and the spread over the I/O workers.
+/// with the live values, the spread over the I/O workers, and every
+/// worker's tasks gone once the sessions (and some refused handshakes) end.
 #[tokio::test]
 async fn metrics_count_live_sessions_messages_and_worker_tasks() {
     let up = EchoUpstream::start().await;
@@ -148,15 +155,12 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
         revocation_config(&up.url(), "  store: memory")
     ));
     // `session` makes one round trip: 1 message each way per session.
-    let _a = gw.session("/echo", &token("alice", json!({}))).await;
-    let _b = gw.session("/echo", &token("bob", json!({}))).await;
+    let a = gw.session("/echo", &token("alice", json!({}))).await;
+    let b = gw.session("/echo", &token("bob", json!({}))).await;
     let r = gw.admin_as(None, "GET", "/metrics", None).await;
     assert_eq!(r.status, 200);
-    let value = |series: &str| -> f64 {
-        r.body
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{}", r.body))
+    let value = |name: &str| -> f64 {
+        series(&r.body, name).unwrap_or_else(|| panic!("no {name} in\n{}", r.body))
     };
     assert_eq!(value("wsgate_sessions_active{route=\"echo\"}"), 2.0);
     assert_eq!(
@@ -164,14 +168,36 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
         2.0
     );
     for dir in ["to_upstream", "to_client"] {
-        let series = format!("wsgate_messages_total{{route=\"echo\",direction=\"{dir}\"}}");
-        assert_eq!(value(&series), 2.0, "{series}");
+        let name = format!("wsgate_messages_total{{route=\"echo\",direction=\"{dir}\"}}");
+        assert_eq!(value(&name), 2.0, "{name}");
     }
     // Each session is at least one live task on the worker it landed on,
     // and two sessions go to two workers.
-    let (w0, w1) = (
-        value("wsgate_worker_tasks{worker=\"0\"}"),
-        value("wsgate_worker_tasks{worker=\"1\"}"),
-    );
+    let workers = |body: &str| {
+        (
+            series(body, "wsgate_worker_tasks{worker=\"0\"}").unwrap_or(-1.0),
+            series(body, "wsgate_worker_tasks{worker=\"1\"}").unwrap_or(-1.0),
+        )
+    };
+    let (w0, w1) = workers(&r.body);
     assert!(w0 >= 1.0 && w1 >= 1.0, "worker tasks {w0}, {w1}");
+
+    // Clients vanish, others are refused: nothing stays behind on a worker.
+    drop((a, b));
+    for _ in 0..4 {
+        assert_eq!(gw.connect("/echo", "not-a-token").await.err(), Some(401));
+    }
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let body = gw.admin_as(None, "GET", "/metrics", None).await.body;
+        let active = series(&body, "wsgate_sessions_active{route=\"echo\"}");
+        if workers(&body) == (0.0, 0.0) && active == Some(0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks left on the workers: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
