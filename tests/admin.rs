@@ -157,20 +157,40 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
     // `session` makes one round trip: 1 message each way per session.
     let a = gw.session("/echo", &token("alice", json!({}))).await;
     let b = gw.session("/echo", &token("bob", json!({}))).await;
-    let r = gw.admin_as(None, "GET", "/metrics", None).await;
-    assert_eq!(r.status, 200);
-    let value = |name: &str| -> f64 {
-        series(&r.body, name).unwrap_or_else(|| panic!("no {name} in\n{}", r.body))
+    // The relay counts a read's frames just after writing them out, so the
+    // client can hold its echo a moment before the count moves: wait for it.
+    let want = [
+        ("wsgate_sessions_active{route=\"echo\"}", 2.0),
+        (
+            "wsgate_handshakes_total{route=\"echo\",outcome=\"ok\"}",
+            2.0,
+        ),
+        (
+            "wsgate_messages_total{route=\"echo\",direction=\"to_upstream\"}",
+            2.0,
+        ),
+        (
+            "wsgate_messages_total{route=\"echo\",direction=\"to_client\"}",
+            2.0,
+        ),
+    ];
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let r = loop {
+        let r = gw.admin_as(None, "GET", "/metrics", None).await;
+        assert_eq!(r.status, 200);
+        if want
+            .iter()
+            .all(|(name, v)| series(&r.body, name) == Some(*v))
+        {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "expected {want:?} in\n{}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(value("wsgate_sessions_active{route=\"echo\"}"), 2.0);
-    assert_eq!(
-        value("wsgate_handshakes_total{route=\"echo\",outcome=\"ok\"}"),
-        2.0
-    );
-    for dir in ["to_upstream", "to_client"] {
-        let name = format!("wsgate_messages_total{{route=\"echo\",direction=\"{dir}\"}}");
-        assert_eq!(value(&name), 2.0, "{name}");
-    }
     // Each session is at least one live task on the worker it landed on,
     // and two sessions go to two workers.
     let workers = |body: &str| {
