@@ -456,10 +456,20 @@ fn run() -> io::Result<()> {
     // several rounds and each figure is the median over the rounds; "added
     // over direct" is taken within each round, then the median.
     let rounds: usize = args.num("lat-rounds", p.lat_rounds).max(1);
+    // `--lat-together`: every target measured at the same time, each by its
+    // own load generator, so that a burst of noise on the machine hits them
+    // all alike instead of whichever had its turn.
+    let together = args.has("lat-together");
     let mut runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
     for round in 0..rounds {
+        let mut running = Vec::new();
         for (ti, t) in targets.iter().enumerate().filter(|_| want("latency")) {
-            eprintln!("-- latency, round {}/{rounds}: {}", round + 1, t.name);
+            eprintln!(
+                "-- latency, round {}/{rounds}: {}{}",
+                round + 1,
+                t.name,
+                if together { " (together)" } else { "" }
+            );
             let mut a = base(t, "tokens_sessions.txt");
             a.extend(
                 [
@@ -474,7 +484,23 @@ fn run() -> io::Result<()> {
                 ]
                 .map(String::from),
             );
+            if together {
+                running.push((ti, loadgen_start(&loadgen, "latency", &a)?));
+                continue;
+            }
             let v = loadgen_run(&loadgen, "latency", &a)?;
+            if f(&v, "samples") < 0.9 * f(&v, "expected") {
+                problem(format!(
+                    "{}: {} latency samples of {} expected",
+                    t.name, v["samples"], v["expected"]
+                ));
+            }
+            check_errors(&v, t.name);
+            runs[ti].push(v);
+        }
+        for (ti, child) in running {
+            let t = &targets[ti];
+            let v = loadgen_wait(child, "latency")?;
             if f(&v, "samples") < 0.9 * f(&v, "expected") {
                 problem(format!(
                     "{}: {} latency samples of {} expected",
@@ -770,11 +796,21 @@ fn render(rows: &[Row], have_haproxy: bool) -> String {
 }
 
 fn loadgen_run(bin: &Path, mode: &str, args: &[String]) -> io::Result<Value> {
-    let o = Command::new(bin)
+    loadgen_wait(loadgen_start(bin, mode, args)?, mode)
+}
+
+fn loadgen_start(bin: &Path, mode: &str, args: &[String]) -> io::Result<std::process::Child> {
+    Command::new(bin)
         .arg(mode)
         .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
-        .output()?;
+        .spawn()
+}
+
+fn loadgen_wait(child: std::process::Child, mode: &str) -> io::Result<Value> {
+    let o = child.wait_with_output()?;
     let out = String::from_utf8_lossy(&o.stdout);
     let line = out
         .lines()
