@@ -484,31 +484,16 @@ fn run() -> io::Result<()> {
                 ]
                 .map(String::from),
             );
-            if together {
-                running.push((ti, loadgen_start(&loadgen, "latency", &a)?));
-                continue;
+            running.push((ti, loadgen_start(&loadgen, "latency", &a)?));
+            if !together {
+                // Taking turns: this target's run ends before the next starts.
+                for (ti, child) in running.drain(..) {
+                    runs[ti].push(latency_result(child, targets[ti].name)?);
+                }
             }
-            let v = loadgen_run(&loadgen, "latency", &a)?;
-            if f(&v, "samples") < 0.9 * f(&v, "expected") {
-                problem(format!(
-                    "{}: {} latency samples of {} expected",
-                    t.name, v["samples"], v["expected"]
-                ));
-            }
-            check_errors(&v, t.name);
-            runs[ti].push(v);
         }
         for (ti, child) in running {
-            let t = &targets[ti];
-            let v = loadgen_wait(child, "latency")?;
-            if f(&v, "samples") < 0.9 * f(&v, "expected") {
-                problem(format!(
-                    "{}: {} latency samples of {} expected",
-                    t.name, v["samples"], v["expected"]
-                ));
-            }
-            check_errors(&v, t.name);
-            runs[ti].push(v);
+            runs[ti].push(latency_result(child, targets[ti].name)?);
         }
     }
     let direct_runs = targets
@@ -793,6 +778,19 @@ fn render(rows: &[Row], have_haproxy: bool) -> String {
         );
     }
     s
+}
+
+/// One latency run's result, with its problems noted (too few samples, errors).
+fn latency_result(child: std::process::Child, name: &str) -> io::Result<Value> {
+    let v = loadgen_wait(child, "latency")?;
+    if f(&v, "samples") < 0.9 * f(&v, "expected") {
+        problem(format!(
+            "{name}: {} latency samples of {} expected",
+            v["samples"], v["expected"]
+        ));
+    }
+    check_errors(&v, name);
+    Ok(v)
 }
 
 fn loadgen_run(bin: &Path, mode: &str, args: &[String]) -> io::Result<Value> {
