@@ -174,23 +174,10 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
             2.0,
         ),
     ];
-    let deadline = std::time::Instant::now() + support::WAIT;
-    let r = loop {
-        let r = gw.admin_as(None, "GET", "/metrics", None).await;
-        assert_eq!(r.status, 200);
-        if want
-            .iter()
-            .all(|(name, v)| series(&r.body, name) == Some(*v))
-        {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "expected {want:?} in\n{}",
-            r.body
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let body = scrape_until(&gw, |body| {
+        want.iter().all(|(name, v)| series(body, name) == Some(*v))
+    })
+    .await;
     // Each session is at least one live task on the worker it landed on,
     // and two sessions go to two workers.
     let workers = |body: &str| {
@@ -199,7 +186,7 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
             series(body, "wsgate_worker_tasks{worker=\"1\"}").unwrap_or(-1.0),
         )
     };
-    let (w0, w1) = workers(&r.body);
+    let (w0, w1) = workers(&body);
     assert!(w0 >= 1.0 && w1 >= 1.0, "worker tasks {w0}, {w1}");
 
     // Clients vanish, others are refused: nothing stays behind on a worker.
@@ -207,16 +194,28 @@ async fn metrics_count_live_sessions_messages_and_worker_tasks() {
     for _ in 0..4 {
         assert_eq!(gw.connect("/echo", "not-a-token").await.err(), Some(401));
     }
+    scrape_until(&gw, |body| {
+        let active = series(body, "wsgate_sessions_active{route=\"echo\"}");
+        workers(body) == (0.0, 0.0) && active == Some(0.0)
+    })
+    .await;
+}
+
+/// Scrapes `/metrics` (no token) until `done` holds for the body, and
+/// returns that body; fails with the last body after [`support::WAIT`].
+async fn scrape_until(gw: &Gateway, done: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + support::WAIT;
     loop {
-        let body = gw.admin_as(None, "GET", "/metrics", None).await.body;
-        let active = series(&body, "wsgate_sessions_active{route=\"echo\"}");
-        if workers(&body) == (0.0, 0.0) && active == Some(0.0) {
-            break;
+        let r = gw.admin_as(None, "GET", "/metrics", None).await;
+        assert_eq!(r.status, 200);
+        if done(&r.body) {
+            return r.body;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "tasks left on the workers: {body}"
+            "not there after {:?}:\n{}",
+            support::WAIT,
+            r.body
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
