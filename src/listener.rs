@@ -1,8 +1,9 @@
 //! Accept loops: one per configured listener, on the control runtime. Each
-//! accepted socket moves to one of the [`crate::workers::Workers`] (registered with that
-//! worker's runtime instead of the control runtime's), where it gets TLS
-//! (when configured) and an HTTP/1.1 connection with upgrades, both bounded
-//! by `limits.handshake_timeout` so half-sent requests cannot hold a socket.
+//! accepted socket moves to one of the I/O [`crate::workers`] (registered
+//! with that worker's runtime instead of the control runtime's), where it
+//! gets TLS (when configured) and an HTTP/1.1 connection with upgrades, both
+//! bounded by `limits.handshake_timeout` so half-sent requests cannot hold a
+//! socket.
 //! Accept errors (e.g. out of file descriptors) are logged and the loop goes
 //! on: one bad moment must not end the listener.
 
