@@ -518,6 +518,25 @@ async fn peer_leaving_mid_record_is_a_read_error() {
 
 /// Polls one read, which must not complete, until the server holds `len`
 /// bytes of an unfinished record.
+/// An application-data record whose 32 bytes cannot decrypt (bad MAC).
+fn undecryptable_record() -> Vec<u8> {
+    let mut r = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    r.extend_from_slice(&[0x20; 32]);
+    r
+}
+
+/// Reads from `server`, which must fail on an undecryptable record.
+async fn read_fails_on_bad_record<S: AsyncRead + AsyncWrite + Unpin>(
+    server: &mut ServerTls<S>,
+    buf: &mut [u8],
+    version: &SupportedProtocolVersion,
+) {
+    let e = within(PROMPTLY, "server read", server.read(buf))
+        .await
+        .expect_err("a record that does not decrypt");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+}
+
 async fn hold_partial(server: &mut ServerTls, len: usize) {
     within(PROMPTLY, "partial record", async {
         while server.partial.len() < len {
@@ -542,14 +561,12 @@ async fn after_a_bad_record_the_connection_only_closes() {
         let (mut raw, mut conn) = client.into_inner();
         // A record that cannot decrypt, its start in one read and the rest
         // in the next, so that the failure happens on `partial`.
-        raw.write_all(&[0x17, 0x03, 0x03, 0x00]).await.unwrap();
+        let bad = undecryptable_record();
+        raw.write_all(&bad[..4]).await.unwrap();
         hold_partial(&mut server, 4).await;
-        raw.write_all(&[0x20; 33]).await.unwrap();
+        raw.write_all(&bad[4..]).await.unwrap();
         let mut buf = [0; 64];
-        let e = within(PROMPTLY, "server read", server.read(&mut buf))
-            .await
-            .expect_err("a record that does not decrypt");
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+        read_fails_on_bad_record(&mut server, &mut buf, version).await;
         // What the relay does with a client it lost: write what is owed,
         // then shut down. Neither may hand the failed bytes to rustls again.
         assert!(server.write_all(b"late").await.is_err(), "{version:?}");
@@ -622,14 +639,9 @@ async fn the_alert_after_a_failed_read_is_sent_once() {
     for version in BOTH {
         let srv = Server::new();
         let (mut server, mut raw, mut conn) = pair_in_memory(&srv, version).await;
-        let mut bad = vec![0x17, 0x03, 0x03, 0x00, 0x20];
-        bad.extend_from_slice(&[0x20; 32]);
-        raw.write_all(&bad).await.unwrap();
+        raw.write_all(&undecryptable_record()).await.unwrap();
         let mut buf = [0; 64];
-        let e = within(PROMPTLY, "server read", server.read(&mut buf))
-            .await
-            .expect_err("a record that does not decrypt");
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+        read_fails_on_bad_record(&mut server, &mut buf, version).await;
         // Everything a caller may still do with a failed connection.
         let e = within(PROMPTLY, "read again", server.read(&mut buf)).await;
         assert!(e.is_err(), "{version:?}: read after the failure: {e:?}");
@@ -665,16 +677,12 @@ async fn data_read_with_a_bad_record_stays_in_order() {
         while conn.wants_write() {
             conn.write_tls(&mut bytes).unwrap();
         }
-        bytes.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x20]);
-        bytes.extend_from_slice(&[0x20; 32]);
+        bytes.extend_from_slice(&undecryptable_record());
         raw.write_all(&bytes).await.unwrap();
         // One byte at a time, so the good record is split between the
         // caller's buffer and the connection's.
         let mut one = [0; 1];
-        let e = within(PROMPTLY, "server read", server.read(&mut one))
-            .await
-            .expect_err("a record that does not decrypt");
-        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{version:?}: {e}");
+        read_fails_on_bad_record(&mut server, &mut one, version).await;
         // A caller that reads on gets the good record whole, then the
         // failure again: never the bytes behind a gap.
         let mut got = Vec::new();
