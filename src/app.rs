@@ -1,24 +1,21 @@
-//! Wiring: [`App::build`] turns a validated [`Config`] into bound sockets and
-//! the shared [`Gateway`]; [`App::run`] serves until the shutdown future
+//! Wiring: [`App::build`] turns a validated [`Config`] into a [`Snapshot`],
+//! bound sockets and the shared [`Gateway`]; [`App::run`] serves until the shutdown future
 //! resolves, then closes every session with 1001 within `shutdown_grace`.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AuthSetupError, Authenticator, VerifiedToken};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::gateway::Gateway;
 use crate::revocation::{RevocationList, Revoker, StoreError};
 use crate::session::{CloseReason, Registry};
-use crate::state::{BuildError, State};
-use crate::tls::{CertResolver, CertStore, TlsError};
+use crate::snapshot::{BuildError, Snapshot};
+use crate::tls::{CertResolver, TlsError};
 use crate::workers::Workers;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +33,6 @@ pub enum AppError {
         source: TlsError,
     },
     #[error(transparent)]
-    Auth(#[from] AuthSetupError),
-    #[error(transparent)]
     Build(#[from] BuildError),
     #[error("revocation: {0}")]
     Revocation(#[from] StoreError),
@@ -47,46 +42,6 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// State shared by every connection, session and the admin API.
-pub struct Gateway {
-    pub state: ArcSwap<State>,
-    pub registry: Arc<Registry>,
-    pub metrics: Metrics,
-    pub revocations: Arc<RevocationList>,
-    /// Makes revocations, applies those from the store, runs its sync.
-    pub revoker: Arc<Revoker>,
-    /// Cancelled when shutdown begins.
-    pub shutdown: CancellationToken,
-    /// Every session task, so shutdown can wait for them.
-    pub sessions: TaskTracker,
-    listeners_up: AtomicBool,
-    /// TLS certificate resolvers per listener, replaced on reload.
-    pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
-    /// The threads connections and sessions run on.
-    pub workers: Workers,
-}
-
-impl Gateway {
-    pub fn is_revoked(&self, token: &VerifiedToken) -> bool {
-        self.revocations.is_revoked(token)
-    }
-
-    /// `/readyz`: listeners up and every issuer has keys.
-    pub fn readiness(&self) -> (bool, String) {
-        if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
-            return (false, "listeners not serving".to_owned());
-        }
-        let missing = self.state.load().auth.issuers_without_keys();
-        if !missing.is_empty() {
-            return (
-                false,
-                format!("issuers without keys: {}", missing.join(", ")),
-            );
-        }
-        (true, String::new())
-    }
 }
 
 struct Bound {
@@ -111,26 +66,23 @@ impl App {
     /// Builds everything and binds every socket; nothing is served yet.
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
-        let auth_stop = shutdown.child_token();
-        let auth = Authenticator::new(&config.issuers, auth_stop.clone()).await?;
-        let config = Arc::new(config);
-        let state = State::build(Arc::clone(&config), auth, auth_stop)?;
+        let built = Snapshot::build(config, &shutdown).await?;
+        let config = Arc::clone(&built.snapshot.config);
 
         let mut listeners = Vec::new();
         let mut cert_resolvers = Vec::new();
-        for (index, l) in config.listeners.iter().enumerate() {
-            let tls = match &l.tls {
-                None => {
-                    cert_resolvers.push(None);
-                    None
-                }
-                Some(t) => {
-                    let tls_err = |source| AppError::Tls { index, source };
-                    let resolver = CertResolver::new(CertStore::load(t).map_err(tls_err)?);
-                    let server =
-                        crate::tls::server_config(t, Arc::clone(&resolver)).map_err(tls_err)?;
+        for ((index, l), store) in config.listeners.iter().enumerate().zip(built.certs) {
+            let tls = match (&l.tls, store) {
+                (Some(t), Some(store)) => {
+                    let resolver = CertResolver::new(store);
+                    let server = crate::tls::server_config(t, Arc::clone(&resolver))
+                        .map_err(|source| AppError::Tls { index, source })?;
                     cert_resolvers.push(Some(resolver));
                     Some(server)
+                }
+                _ => {
+                    cert_resolvers.push(None);
+                    None
                 }
             };
             listeners.push(Bound {
@@ -150,26 +102,21 @@ impl App {
         let workers =
             Workers::start(count).map_err(|source| AppError::Workers { count, source })?;
         let registry = Registry::new();
-        let revocations = RevocationList::new();
         let revoker = Revoker::open(
             &config.revocation,
-            Arc::clone(&revocations),
+            RevocationList::new(),
             Arc::clone(&registry),
             shutdown.child_token(),
         )
         .await?;
-        let gw = Arc::new(Gateway {
-            state: ArcSwap::from_pointee(state),
+        let gw = Arc::new(Gateway::new(
+            built.snapshot,
             registry,
-            metrics: Metrics::new(),
-            revocations,
             revoker,
             shutdown,
-            sessions: TaskTracker::new(),
-            listeners_up: AtomicBool::new(false),
             cert_resolvers,
             workers,
-        });
+        ));
         Ok(Self {
             gw,
             listeners,
@@ -225,20 +172,20 @@ impl App {
             let demo = crate::demo::serve(l, demo_tasks.clone(), demo_cancel.clone());
             demo_loop = Some(tokio::spawn(demo));
         }
-        gw.listeners_up.store(true, Ordering::Release);
-        let missing = gw.state.load().auth.issuers_without_keys();
+        gw.set_serving(true);
+        let missing = gw.snapshot.load().auth.issuers_without_keys();
         if !missing.is_empty() {
             tracing::warn!(issuers = ?missing, "issuers without keys yet: their tokens are refused until keys arrive");
         }
 
         shutdown.await;
-        let grace = gw.state.load().config.limits.shutdown_grace;
+        let grace = gw.snapshot.load().config.limits.shutdown_grace;
         tracing::info!(
             sessions = gw.registry.len(),
             grace_ms = grace.as_millis() as u64,
             "shutting down"
         );
-        gw.listeners_up.store(false, Ordering::Release);
+        gw.set_serving(false);
         // Stop accepting first, then end every session with 1001. The demo
         // upstream stays up until the sessions through it have closed.
         accept_cancel.cancel();

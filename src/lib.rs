@@ -8,11 +8,13 @@
 //! - [`listener`]: accept loop per listener, TLS termination ([`tls`]), the
 //!   HTTP/1.1 connection and its `handshake_timeout`.
 //! - [`handshake`]: one request from route lookup to `101 Switching Protocols`:
-//!   route → upgrade checks → token → verify → rules → limits → upstream.
+//!   route → upgrade checks → admission → limits → upstream. Its [`handshake::admit`]
+//!   is the one admission step, also used by `first_message`, refresh and reload.
 //! - [`route`]: the route table (host/path patterns), the `require` rule engine
 //!   and the `{claims.x}` / `{param}` templates. Pure functions.
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
-//! - [`proxy`]: the upstream connection, the frame pump, in-band refresh.
+//! - [`upstream`]: choosing and connecting an upstream.
+//! - [`proxy`]: the frame pump between the two and the session task.
 //! - [`session`]: the registry of live sessions and the close-reason table.
 //! - [`revocation`]: revocation entries and their stores.
 //! - [`admin`]: health, metrics and the admin API.
@@ -21,8 +23,10 @@
 //! runtime per core, a connection never moves); the accept loops, the
 //! admin API and background work run on the control runtime.
 //!
-//! [`app`] wires them together over the swappable [`state`]; [`config`] turns
-//! `gateway.yaml` into a validated [`config::Config`] before anything is bound.
+//! [`gateway`] holds what every stage shares, over the swappable
+//! [`snapshot`] of the config in force; [`app`] wires it all together;
+//! [`config`] turns `gateway.yaml` into a validated [`config::Config`] before
+//! anything is bound; [`reload`] swaps in a new snapshot.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -31,6 +35,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod gateway;
 pub mod handshake;
 pub mod leftover;
 pub mod listener;
@@ -41,8 +46,9 @@ pub mod revocation;
 pub mod route;
 pub mod session;
 pub mod signals;
-pub mod state;
+pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
 pub mod token_cmd;
+pub mod upstream;
 pub mod workers;

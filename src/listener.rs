@@ -20,13 +20,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::handshake::{self, ConnInfo};
 
-/// Request heads above this size get 431 (hyper's buffer limit catches the
-/// gross cases, [`crate::handshake`] the exact one); a JWT plus ordinary
-/// headers fits.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+// Request heads above this size get 431 (hyper's buffer limit catches the
+// gross cases, `handshake` the exact one); a JWT plus ordinary headers fits.
+use crate::handshake::MAX_HEAD_BYTES;
 /// Header lines above this count get 431.
 const MAX_HEADERS: usize = 128;
 
@@ -62,7 +61,7 @@ pub async fn serve(
                     return;
                 }
             };
-            let timeout = gw.state.load().config.limits.handshake_timeout;
+            let timeout = gw.snapshot.load().config.limits.handshake_timeout;
             let info = ConnInfo {
                 remote,
                 tls: tls.is_some(),

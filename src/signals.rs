@@ -21,7 +21,7 @@ pub async fn shutdown() {
 }
 
 /// Reloads the configuration on every SIGHUP until shutdown.
-pub fn spawn_reload(gw: std::sync::Arc<crate::app::Gateway>) {
+pub fn spawn_reload(gw: std::sync::Arc<crate::gateway::Gateway>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload only through the admin API");
         return;

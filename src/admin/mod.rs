@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 
 pub type Body = Full<Bytes>;
 
@@ -139,7 +139,7 @@ async fn admin(
 }
 
 fn authorized<B>(gw: &Gateway, req: &Request<B>) -> bool {
-    let state = gw.state.load();
+    let state = gw.snapshot.load();
     let Some(expected) = state.config.admin.as_ref().and_then(|a| a.token.as_deref()) else {
         return false;
     };

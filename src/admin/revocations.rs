@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{json, Body};
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::revocation::{RevokeError, Selector};
 
 /// The request body as sent; [`selector`] decides what it means.
@@ -112,7 +112,7 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
 /// The largest clock-skew allowance of any issuer: revocations are kept at
 /// least that long past the longest lifetime they can cover.
 fn max_leeway(gw: &Gateway) -> Duration {
-    gw.state
+    gw.snapshot
         .load()
         .config
         .issuers
@@ -132,7 +132,7 @@ pub async fn create(gw: &Arc<Gateway>, body: Bytes) -> Response<Body> {
         .revoke(
             selector,
             max_leeway(gw),
-            gw.state.load().config.revocation_retain,
+            gw.snapshot.load().config.revocation_retain,
         )
         .await
     {
@@ -148,7 +148,7 @@ pub async fn create(gw: &Arc<Gateway>, body: Bytes) -> Response<Body> {
 }
 
 pub fn list(gw: &Gateway) -> Response<Body> {
-    let mut entries = gw.revocations.entries();
+    let mut entries = gw.revocations().entries();
     entries.sort_by_key(|r| (r.revoked_at, r.keep_until));
     match serde_json::to_value(&entries) {
         Ok(v) => json(StatusCode::OK, &v),

@@ -4,7 +4,7 @@ use http::{Response, StatusCode};
 use serde_json::json;
 
 use super::{json, text, Body};
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::session::CloseReason;
 
 pub fn list(gw: &Gateway) -> Response<Body> {

@@ -20,7 +20,6 @@ pub struct Hit {
     pub token: Arc<VerifiedToken>,
     /// Index of the issuer that verified it.
     pub issuer: usize,
-    pub nbf: Option<i64>,
 }
 
 struct Entry {

@@ -1,7 +1,7 @@
-//! The claim rules of one issuer, prepared once: a `jsonwebtoken::Validation`
-//! per accepted algorithm (the library insists that every algorithm of a
-//! `Validation` belongs to the key's family), `iss`, `aud`, `exp`/`nbf` with the
-//! issuer's leeway, and the required claims.
+//! The rules of one issuer, prepared once: a signature-only
+//! `jsonwebtoken::Validation` per accepted algorithm (the library insists that
+//! every algorithm of a `Validation` belongs to the key's family), and the
+//! issuer's [`ClaimRules`].
 //!
 //! Also the cheap, *unverified* peeks at a token's header and payload used to
 //! choose an issuer and a key. Nothing read by a peek is trusted: the header's
@@ -18,12 +18,10 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::claims::ClaimRules;
 use super::keys::VerifyKey;
 use super::AuthError;
 use crate::config::IssuerConfig;
-
-/// The claims `jsonwebtoken` itself knows how to require.
-const SPEC_CLAIMS: [&str; 5] = ["exp", "nbf", "iss", "aud", "sub"];
 
 /// One issuer's prepared rules.
 #[derive(Debug)]
@@ -31,51 +29,28 @@ pub struct Policy {
     pub id: String,
     pub issuer: Option<String>,
     pub leeway: Duration,
+    /// Signature checks only, one per accepted algorithm (the library
+    /// insists that every algorithm of a `Validation` fits the key's family).
     validations: Vec<(Algorithm, Validation)>,
-    /// Required claims outside [`SPEC_CLAIMS`], checked here.
-    other_required: Vec<String>,
+    /// Everything about the claims: the one definition in [`super::claims`].
+    pub rules: ClaimRules,
 }
 
 impl Policy {
     pub fn new(cfg: &IssuerConfig) -> Self {
-        let mut spec_required: Vec<&str> = cfg
-            .required_claims
-            .iter()
-            .map(String::as_str)
-            .filter(|c| SPEC_CLAIMS.contains(c))
-            .collect();
-        // The library accepts a token *without* iss/aud even when it checks
-        // them; a configured issuer or audience means the claim must be there.
-        if cfg.issuer.is_some() {
-            spec_required.push("iss");
-        }
-        if !cfg.audiences.is_empty() {
-            spec_required.push("aud");
-        }
-        let other_required = cfg
-            .required_claims
-            .iter()
-            .filter(|c| !SPEC_CLAIMS.contains(&c.as_str()))
-            .cloned()
-            .collect();
         let validations = cfg
             .algorithms
             .iter()
             .map(|&alg| {
                 let mut v = Validation::new(alg);
-                v.leeway = cfg.leeway.as_secs();
-                v.validate_exp = true;
-                v.validate_nbf = true;
-                v.set_required_spec_claims(&spec_required);
-                if let Some(iss) = &cfg.issuer {
-                    v.set_issuer(&[iss]);
-                }
-                if cfg.audiences.is_empty() {
-                    // Otherwise the library refuses every token that has an `aud`.
-                    v.validate_aud = false;
-                } else {
-                    v.set_audience(&cfg.audiences);
-                }
+                // The claims are judged by `ClaimRules`, which also judges
+                // cache hits and live sessions after a reload: the library
+                // checking them too would be a second definition.
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                v.validate_aud = false;
+                v.required_spec_claims.clear();
+                v.leeway = 0;
                 (alg, v)
             })
             .collect();
@@ -84,7 +59,7 @@ impl Policy {
             issuer: cfg.issuer.clone(),
             leeway: cfg.leeway,
             validations,
-            other_required,
+            rules: ClaimRules::new(cfg),
         }
     }
 
@@ -92,8 +67,15 @@ impl Policy {
         self.validations.iter().any(|(a, _)| *a == alg)
     }
 
-    /// Checks the signature with `key`, then every claim rule; returns the claims.
-    pub fn verify(&self, token: &str, alg: Algorithm, key: &VerifyKey) -> Result<Value, AuthError> {
+    /// Checks the signature with `key`, then every claim rule at `now`;
+    /// returns the claims.
+    pub fn verify(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        key: &VerifyKey,
+        now: i64,
+    ) -> Result<Value, AuthError> {
         let validation = self
             .validations
             .iter()
@@ -106,30 +88,8 @@ impl Policy {
         }
         let data = jsonwebtoken::decode::<Value>(token, &key.key, validation)
             .map_err(|e| map_error(e.into_kind()))?;
-        for name in &self.other_required {
-            if data.claims.get(name).is_none_or(Value::is_null) {
-                return Err(AuthError::MissingClaim(name.clone()));
-            }
-        }
+        self.rules.check(&data.claims, now)?;
         Ok(data.claims)
-    }
-
-    /// The `exp`/`nbf` rules alone, with the same arithmetic as the library:
-    /// used on verification-cache hits, which must never skip them.
-    pub fn check_times(
-        &self,
-        exp: Option<i64>,
-        nbf: Option<i64>,
-        now: i64,
-    ) -> Result<(), AuthError> {
-        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
-        if exp.is_some_and(|exp| exp.saturating_add(leeway) < now) {
-            return Err(AuthError::Expired);
-        }
-        if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return Err(AuthError::NotYetValid);
-        }
-        Ok(())
     }
 }
 
@@ -214,20 +174,6 @@ pub fn peek_iss(token: &str) -> Result<Option<String>, AuthError> {
     })
 }
 
-/// A NumericDate claim as whole seconds (the library rounds fractions too).
-pub fn numeric_date(claims: &Value, name: &str) -> Option<i64> {
-    let v = claims.get(name)?;
-    if let Some(i) = v.as_i64() {
-        return Some(i);
-    }
-    if v.as_u64().is_some() {
-        return Some(i64::MAX);
-    }
-    v.as_f64()
-        .filter(|f| f.is_finite())
-        .map(|f| f.round().clamp(i64::MIN as f64, i64::MAX as f64) as i64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,15 +222,5 @@ mod tests {
         assert_eq!(peek_iss(&t).unwrap(), None);
         let t = format!("{}.{}.sig", enc(r#"{"alg":"HS256"}"#), "bm90IGpzb24");
         assert_eq!(peek_iss(&t).unwrap_err(), AuthError::Malformed);
-    }
-
-    #[test]
-    fn numeric_dates() {
-        let c = serde_json::json!({"a": 5, "b": 5.6, "c": "5", "d": u64::MAX});
-        assert_eq!(numeric_date(&c, "a"), Some(5));
-        assert_eq!(numeric_date(&c, "b"), Some(6));
-        assert_eq!(numeric_date(&c, "c"), None);
-        assert_eq!(numeric_date(&c, "d"), Some(i64::MAX));
-        assert_eq!(numeric_date(&c, "e"), None);
     }
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
 
 use crate::config::{IssuerConfig, KeySource};
@@ -53,9 +53,46 @@ pub struct VerifyKey {
     /// The JWK's own `alg`, when it named one: the key verifies only that.
     pub alg: Option<Algorithm>,
     pub key: DecodingKey,
+    /// What the key *is* (a hash of its material), whatever its `kid`: a
+    /// session's token is still trusted after a reload exactly when the key
+    /// that verified it is still in its issuer's set.
+    pub fingerprint: KeyFingerprint,
 }
 
+/// A hash of a key's material, see [`VerifyKey::fingerprint`].
+pub type KeyFingerprint = [u8; 16];
+
 impl VerifyKey {
+    pub fn new(
+        kid: Option<String>,
+        kind: KeyKind,
+        alg: Option<Algorithm>,
+        key: DecodingKey,
+    ) -> Self {
+        use sha2::{Digest as _, Sha256};
+        let mut h = Sha256::new();
+        h.update([kind as u8]);
+        match key.kind() {
+            DecodingKeyKind::SecretOrDer(b) => h.update(b),
+            DecodingKeyKind::RsaModulusExponent { n, e } => {
+                // Length-prefixed, so no (n, e) pair can collide with another.
+                h.update((n.len() as u64).to_be_bytes());
+                h.update(n);
+                h.update(e);
+            }
+        }
+        let digest = h.finalize();
+        let mut fingerprint = [0u8; 16];
+        fingerprint.copy_from_slice(&digest[..16]);
+        Self {
+            kid,
+            kind,
+            alg,
+            key,
+            fingerprint,
+        }
+    }
+
     pub fn accepts(&self, alg: Algorithm) -> bool {
         self.kind.supports(alg) && self.alg.is_none_or(|a| a == alg)
     }
@@ -105,12 +142,12 @@ impl KeySet {
         if secret.is_empty() {
             return Err(KeyError::EmptySecret);
         }
-        let key = VerifyKey {
-            kid: None,
-            kind: KeyKind::Hmac,
-            alg: None,
-            key: DecodingKey::from_secret(secret.as_bytes()),
-        };
+        let key = VerifyKey::new(
+            None,
+            KeyKind::Hmac,
+            None,
+            DecodingKey::from_secret(secret.as_bytes()),
+        );
         Ok(Self { keys: vec![key] })
     }
 
@@ -136,12 +173,7 @@ impl KeySet {
             return Err(KeyError::UnsupportedPem);
         };
         Ok(Self {
-            keys: vec![VerifyKey {
-                kid: None,
-                kind,
-                alg: None,
-                key,
-            }],
+            keys: vec![VerifyKey::new(None, kind, None, key)],
         })
     }
 
@@ -167,6 +199,11 @@ impl KeySet {
             return Err(KeyError::NoUsableKeys { skipped: total });
         }
         Ok(Self { keys })
+    }
+
+    /// The key with this fingerprint, if the set still has it.
+    pub fn by_fingerprint(&self, fingerprint: &KeyFingerprint) -> Option<&VerifyKey> {
+        self.keys.iter().find(|k| &k.fingerprint == fingerprint)
     }
 
     /// The keys that may verify a token with this `kid` and `alg`, best first.
@@ -247,12 +284,7 @@ fn key_from_jwk(jwk: &Jwk, allow_symmetric: bool) -> Option<VerifyKey> {
     if expected_len.is_some_and(|n| key.as_bytes().len() != n) {
         return None;
     }
-    Some(VerifyKey {
-        kid: jwk.common.key_id.clone(),
-        kind,
-        alg,
-        key,
-    })
+    Some(VerifyKey::new(jwk.common.key_id.clone(), kind, alg, key))
 }
 
 /// Loads a key source that lives in the config or on disk. `Ok(None)` for the

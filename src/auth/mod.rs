@@ -8,6 +8,7 @@
 //! → signature and claims. Revocation is the caller's business.
 
 pub mod cache;
+pub mod claims;
 pub mod fetch;
 pub mod jwt;
 pub mod keys;
@@ -49,6 +50,10 @@ pub struct VerifiedToken {
     pub iat: Option<i64>,
     pub exp: Option<i64>,
     pub claims: Value,
+    /// The algorithm and the key that checked the signature: enough to
+    /// judge the token again against another key set without its text.
+    pub alg: jsonwebtoken::Algorithm,
+    pub key: keys::KeyFingerprint,
     /// The issuer's clock-skew allowance.
     pub leeway: Duration,
     /// A short hash of the token: the only form in which it may be logged.
@@ -300,8 +305,8 @@ impl Authenticator {
         if let Some(hit) = self.cache.get(&digest) {
             if is_allowed(allowed, &hit.token.issuer_id) {
                 let policy = &self.issuers[hit.issuer].policy;
-                // A hit proves the signature, never the time: check it again.
-                return match policy.check_times(hit.token.exp, hit.nbf, now) {
+                // A hit proves the signature, never the time: judge the claims again.
+                return match policy.rules.check(&hit.token.claims, now) {
                     Ok(()) => Ok(hit.token),
                     Err(e) => {
                         self.cache.remove(&digest);
@@ -313,18 +318,77 @@ impl Authenticator {
         let header = jwt::peek_header(token)?;
         let mut worst: Option<AuthError> = None;
         for idx in self.candidates(token, allowed)? {
-            match self.verify_with(idx, token, &header).await {
-                Ok(claims) => {
+            match self.verify_with(idx, token, &header, now).await {
+                Ok((claims, key)) => {
                     let entry = &self.issuers[idx];
-                    let nbf = jwt::numeric_date(&claims, "nbf");
-                    let verified = Arc::new(build(&entry.policy, claims, hex_prefix(&digest)));
+                    let verified = Arc::new(build(
+                        &entry.policy,
+                        claims,
+                        hex_prefix(&digest),
+                        header.alg,
+                        key,
+                    ));
                     let hit = cache::Hit {
                         token: verified.clone(),
                         issuer: idx,
-                        nbf,
                     };
                     self.cache.insert(digest, hit, now);
                     return Ok(verified);
+                }
+                Err(e) => {
+                    if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
+                        worst = Some(e);
+                    }
+                }
+            }
+        }
+        Err(worst.unwrap_or(AuthError::WrongIssuer))
+    }
+
+    /// Judges a token verified earlier (by this or a replaced authenticator)
+    /// as [`Self::verify`] would judge its text now: the issuer chosen the
+    /// same way, the algorithm still allowed, the key that checked its
+    /// signature still in that issuer's set (which is what a signature check
+    /// with the current keys would decide), and the claims checked by the
+    /// same rules. A reload re-checks live sessions with this.
+    ///
+    /// `NoKeys` means the issuer's keys are not fetched yet: no verdict.
+    pub fn reverify(
+        &self,
+        token: &VerifiedToken,
+        allowed: Option<&[String]>,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        self.reverify_at(token, allowed, unix_now())
+    }
+
+    pub(crate) fn reverify_at(
+        &self,
+        token: &VerifiedToken,
+        allowed: Option<&[String]>,
+        now: i64,
+    ) -> Result<Arc<VerifiedToken>, AuthError> {
+        let mut worst: Option<AuthError> = None;
+        for idx in self.candidates_for(token.iss.as_deref(), allowed)? {
+            let entry = &self.issuers[idx];
+            let judged = if !entry.policy.allows(token.alg) {
+                Err(AuthError::AlgNotAllowed)
+            } else {
+                match entry.keys.snapshot().filter(|s| !s.is_empty()) {
+                    None => Err(AuthError::NoKeys),
+                    Some(set) => match set.by_fingerprint(&token.key) {
+                        Some(k) if k.accepts(token.alg) => {
+                            entry.policy.rules.check(&token.claims, now)
+                        }
+                        _ => Err(AuthError::BadSignature),
+                    },
+                }
+            };
+            match judged {
+                Ok(()) => {
+                    let mut again = token.clone();
+                    again.issuer_id = entry.policy.id.clone();
+                    again.leeway = entry.policy.leeway;
+                    return Ok(Arc::new(again));
                 }
                 Err(e) => {
                     if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
@@ -340,6 +404,14 @@ impl Authenticator {
     /// the token's unverified `iss`; failing that, those with no `issuer` set.
     fn candidates(&self, token: &str, allowed: Option<&[String]>) -> Result<Vec<usize>, AuthError> {
         let iss = jwt::peek_iss(token)?;
+        self.candidates_for(iss.as_deref(), allowed)
+    }
+
+    fn candidates_for(
+        &self,
+        iss: Option<&str>,
+        allowed: Option<&[String]>,
+    ) -> Result<Vec<usize>, AuthError> {
         let allowed: Vec<usize> = (0..self.issuers.len())
             .filter(|&i| is_allowed(allowed, &self.issuers[i].policy.id))
             .collect();
@@ -348,7 +420,7 @@ impl Authenticator {
             .copied()
             .filter(|&i| {
                 let want = self.issuers[i].policy.issuer.as_deref();
-                want.is_some() && want == iss.as_deref()
+                want.is_some() && want == iss
             })
             .collect();
         if !named.is_empty() {
@@ -369,12 +441,13 @@ impl Authenticator {
         idx: usize,
         token: &str,
         header: &jwt::HeaderPeek,
-    ) -> Result<Value, AuthError> {
+        now: i64,
+    ) -> Result<(Value, keys::KeyFingerprint), AuthError> {
         let entry = &self.issuers[idx];
         if !entry.policy.allows(header.alg) {
             return Err(AuthError::AlgNotAllowed);
         }
-        let first = try_keys(entry, entry.keys.snapshot(), token, header);
+        let first = try_keys(entry, entry.keys.snapshot(), token, header, now);
         let IssuerKeys::Remote(remote) = &entry.keys else {
             return first;
         };
@@ -382,7 +455,7 @@ impl Authenticator {
             Err(AuthError::UnknownKid | AuthError::NoKeys | AuthError::AlgNotAllowed) => {
                 // The provider may have rotated: refetch (rate-limited, shared).
                 remote.refetch_for_unknown_kid().await;
-                try_keys(entry, remote.current(), token, header)
+                try_keys(entry, remote.current(), token, header, now)
             }
             other => other,
         }
@@ -398,7 +471,8 @@ fn try_keys(
     set: Option<Arc<KeySet>>,
     token: &str,
     header: &jwt::HeaderPeek,
-) -> Result<Value, AuthError> {
+    now: i64,
+) -> Result<(Value, keys::KeyFingerprint), AuthError> {
     let set = set.ok_or(AuthError::NoKeys)?;
     let keys = match set.lookup(header.kid.as_deref(), header.alg) {
         Lookup::Keys(keys) => keys,
@@ -406,24 +480,34 @@ fn try_keys(
         Lookup::NoKeyForAlg => return Err(AuthError::AlgNotAllowed),
     };
     for key in keys {
-        match entry.policy.verify(token, header.alg, key) {
+        match entry.policy.verify(token, header.alg, key, now) {
             Err(AuthError::BadSignature) => continue,
             // Claim errors come after a good signature: no other key would help.
-            other => return other,
+            other => return other.map(|claims| (claims, key.fingerprint)),
         }
     }
     Err(AuthError::BadSignature)
 }
 
-fn build(policy: &jwt::Policy, claims: Value, fingerprint: String) -> VerifiedToken {
+fn build(
+    policy: &jwt::Policy,
+    claims: Value,
+    fingerprint: String,
+    alg: jsonwebtoken::Algorithm,
+    key: keys::KeyFingerprint,
+) -> VerifiedToken {
     let string = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let date = |name: &str| claims.get(name).and_then(claims::numeric_date);
     VerifiedToken {
         issuer_id: policy.id.clone(),
         iss: string("iss"),
-        sub: string("sub"),
+        // The claim rules refused any other type, so this is the subject.
+        sub: claims.get("sub").and_then(claims::subject_text),
         jti: string("jti"),
-        iat: jwt::numeric_date(&claims, "iat"),
-        exp: jwt::numeric_date(&claims, "exp"),
+        iat: date("iat"),
+        exp: date("exp"),
+        alg,
+        key,
         leeway: policy.leeway,
         fingerprint,
         claims,

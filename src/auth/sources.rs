@@ -51,28 +51,47 @@ pub fn extract(sources: &[TokenSource], parts: &Parts) -> Option<Found> {
     })
 }
 
-/// Removes the token from the request before it is forwarded upstream.
-pub fn strip(parts: &mut Parts, found: &Found) {
-    match &found.source {
-        TokenSource::Header => {
-            parts.headers.remove(AUTHORIZATION);
-        }
-        TokenSource::Subprotocol => {
-            let (_, app) = split_subprotocols(&parts.headers);
-            parts.headers.remove(SEC_WEBSOCKET_PROTOCOL);
-            if !app.is_empty() {
-                if let Ok(value) = HeaderValue::from_str(&app.join(", ")) {
-                    parts.headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+/// Removes every token carrier that `sources` name, whether or not it held
+/// the token that was verified: each `Authorization: Bearer` header, every
+/// occurrence of each named query parameter and cookie. With `keep`
+/// (`token: keep`), the carrier of that token stays, and only it: a second,
+/// unverified token never rides along. The `bearer, <jwt>` subprotocol pair
+/// is never part of the upstream's offer (see [`split_subprotocols`]).
+pub fn strip_carriers(parts: &mut Parts, sources: &[TokenSource], keep: Option<&Found>) {
+    for source in sources {
+        let kept = keep
+            .filter(|k| &k.source == source)
+            .map(|k| k.token.as_str());
+        match source {
+            TokenSource::Header => {
+                let values: Vec<HeaderValue> = parts
+                    .headers
+                    .get_all(AUTHORIZATION)
+                    .iter()
+                    .cloned()
+                    .collect();
+                let (bearer, other): (Vec<_>, Vec<_>) = values
+                    .into_iter()
+                    .partition(|v| v.to_str().is_ok_and(|v| bearer_token(v).is_some()));
+                if bearer.is_empty() {
+                    continue;
+                }
+                parts.headers.remove(AUTHORIZATION);
+                let keep_bearer = bearer.into_iter().filter(|v| {
+                    kept.is_some_and(|t| v.to_str().ok().and_then(bearer_token) == Some(t))
+                });
+                for v in other.into_iter().chain(keep_bearer) {
+                    parts.headers.append(AUTHORIZATION, v);
                 }
             }
-        }
-        TokenSource::Query(name) => {
-            if let Some(uri) = without_query_param(&parts.uri, name) {
-                parts.uri = uri;
+            TokenSource::Query(name) => {
+                if let Some(uri) = without_query_param(&parts.uri, name, kept) {
+                    parts.uri = uri;
+                }
             }
+            TokenSource::Cookie(name) => strip_cookie(&mut parts.headers, name, kept),
+            TokenSource::Subprotocol | TokenSource::FirstMessage => {}
         }
-        TokenSource::Cookie(name) => strip_cookie(&mut parts.headers, name),
-        TokenSource::FirstMessage => {}
     }
 }
 
@@ -135,13 +154,17 @@ fn from_header(headers: &HeaderMap) -> Option<String> {
     if values.next().is_some() {
         return None;
     }
-    let value = value.to_str().ok()?.trim();
-    let (scheme, rest) = value.split_once(' ')?;
+    bearer_token(value.to_str().ok()?).map(str::to_owned)
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let token = rest.trim();
-    (!token.is_empty()).then(|| token.to_owned())
+    (!token.is_empty()).then_some(token)
 }
 
 fn decode(raw: &str) -> Option<String> {
@@ -161,15 +184,17 @@ fn from_query(uri: &Uri, name: &str) -> Option<String> {
         .find(|v| !v.is_empty())
 }
 
-/// The URI without any `name=...` pair (every occurrence: none may leak);
-/// the other pairs keep their order and their original encoding.
-fn without_query_param(uri: &Uri, name: &str) -> Option<Uri> {
+/// The URI without any `name=...` pair (every occurrence: none may leak)
+/// but those whose value is `keep`; the other pairs keep their order and
+/// their original encoding.
+fn without_query_param(uri: &Uri, name: &str, keep: Option<&str>) -> Option<Uri> {
     let query = uri.query()?;
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
-            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             decode(key).as_deref() != Some(name)
+                || keep.is_some_and(|k| decode(value).as_deref() == Some(k))
         })
         .collect();
     let path_and_query = if kept.is_empty() {
@@ -200,7 +225,7 @@ fn from_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+fn strip_cookie(headers: &mut HeaderMap, name: &str, keep: Option<&str>) {
     let kept: Vec<String> = headers
         .get_all(COOKIE)
         .iter()
@@ -208,7 +233,10 @@ fn strip_cookie(headers: &mut HeaderMap, name: &str) {
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k).trim() != name)
+        .filter(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            k.trim() != name || keep.is_some_and(|keep| v.trim().trim_matches('"') == keep)
+        })
         .map(str::to_owned)
         .collect();
     headers.remove(COOKIE);
@@ -287,11 +315,10 @@ mod tests {
         let mut p = parts("/ws?a=1&access_token=x%2Ey&b=2&access_token=z", &[]);
         let found = extract(&all(), &p).unwrap();
         assert_eq!(found.token, "x.y");
-        strip(&mut p, &found);
+        strip_carriers(&mut p, &all(), None);
         assert_eq!(p.uri.to_string(), "/ws?a=1&b=2");
         let mut p = parts("/ws?access_token=x", &[]);
-        let found = extract(&all(), &p).unwrap();
-        strip(&mut p, &found);
+        strip_carriers(&mut p, &all(), None);
         assert_eq!(p.uri.to_string(), "/ws");
     }
 
@@ -303,11 +330,10 @@ mod tests {
         );
         let found = extract(&all(), &p).unwrap();
         assert_eq!(found.token, "tok");
-        strip(&mut p, &found);
+        strip_carriers(&mut p, &all(), None);
         assert_eq!(p.headers.get(COOKIE).unwrap(), "a=1; b=2");
         let mut p = parts("/", &[("cookie", "access_token=tok")]);
-        let found = extract(&all(), &p).unwrap();
-        strip(&mut p, &found);
+        strip_carriers(&mut p, &all(), None);
         assert!(p.headers.get(COOKIE).is_none());
     }
 
@@ -325,17 +351,12 @@ mod tests {
     #[test]
     fn subprotocols_split_and_strip() {
         let offered = format!("chat.v1, bearer, {JWT}, chat.v2");
-        let mut p = parts("/", &[("sec-websocket-protocol", offered.as_str())]);
+        let p = parts("/", &[("sec-websocket-protocol", offered.as_str())]);
         let (tok, app) = split_subprotocols(&p.headers);
         assert_eq!(tok.as_deref(), Some(JWT));
         assert_eq!(app, ["chat.v1", "chat.v2"]);
         let found = extract(&all(), &p).unwrap();
         assert_eq!(found.source, TokenSource::Subprotocol);
-        strip(&mut p, &found);
-        assert_eq!(
-            p.headers.get(SEC_WEBSOCKET_PROTOCOL).unwrap(),
-            "chat.v1, chat.v2"
-        );
 
         let p = parts("/", &[("sec-websocket-protocol", "jwt, v1.jwt")]);
         assert_eq!(
@@ -348,23 +369,68 @@ mod tests {
             (None, vec!["bearer".into()])
         );
 
-        let mut p = parts(
+        let p = parts(
             "/",
             &[
                 ("sec-websocket-protocol", "bearer"),
                 ("sec-websocket-protocol", JWT),
             ],
         );
+        assert_eq!(
+            split_subprotocols(&p.headers),
+            (Some(JWT.to_owned()), vec![])
+        );
+    }
+
+    #[test]
+    fn strip_removes_every_carrier_the_sources_name() {
+        let mut p = parts(
+            "/ws?access_token=other&a=1",
+            &[
+                ("authorization", "Bearer abc"),
+                ("authorization", "Bearer def"),
+                ("authorization", "Basic dXNlcg=="),
+                ("cookie", "access_token=ghi; b=2"),
+            ],
+        );
+        strip_carriers(&mut p, &all(), None);
+        assert_eq!(p.uri.to_string(), "/ws?a=1");
+        let auth: Vec<_> = p.headers.get_all(AUTHORIZATION).iter().collect();
+        assert_eq!(auth, ["Basic dXNlcg=="]);
+        assert_eq!(p.headers.get(COOKIE).unwrap(), "b=2");
+        // A source the route does not name is none of the gateway's business.
+        let mut p = parts("/ws?access_token=x", &[("cookie", "access_token=y")]);
+        strip_carriers(&mut p, &[TokenSource::Header], None);
+        assert_eq!(p.uri.to_string(), "/ws?access_token=x");
+        assert!(p.headers.get(COOKIE).is_some());
+    }
+
+    #[test]
+    fn keep_forwards_only_the_verified_carrier() {
+        let mut p = parts(
+            "/ws?access_token=good&access_token=stale",
+            &[("cookie", "access_token=other")],
+        );
         let found = extract(&all(), &p).unwrap();
-        strip(&mut p, &found);
-        assert!(p.headers.get(SEC_WEBSOCKET_PROTOCOL).is_none());
+        assert_eq!(found.token, "good");
+        strip_carriers(&mut p, &all(), Some(&found));
+        assert_eq!(p.uri.to_string(), "/ws?access_token=good");
+        assert!(p.headers.get(COOKIE).is_none());
+        let mut p = parts(
+            "/ws?access_token=stale",
+            &[("authorization", "Bearer good")],
+        );
+        let found = extract(&all(), &p).unwrap();
+        strip_carriers(&mut p, &all(), Some(&found));
+        assert_eq!(p.uri.to_string(), "/ws");
+        assert_eq!(p.headers.get(AUTHORIZATION).unwrap(), "Bearer good");
     }
 
     #[test]
     fn header_strip() {
         let mut p = parts("/", &[("authorization", "Bearer abc"), ("x-other", "1")]);
         let found = extract(&all(), &p).unwrap();
-        strip(&mut p, &found);
+        strip_carriers(&mut p, &all(), None);
         assert!(p.headers.get(AUTHORIZATION).is_none());
         assert!(p.headers.get("x-other").is_some());
         assert!(!format!("{found:?}").contains("abc"));

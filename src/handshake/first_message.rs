@@ -1,8 +1,9 @@
 //! The `first_message` token source: the client gets its 101 before it has
 //! authenticated, then has `auth_timeout` to send `{"token": ...}` (or
-//! `{"jwt": ...}`) as its first text frame. Only then is the upstream
-//! contacted. Failures are close codes, since the HTTP exchange is over:
-//! 4401 invalid token, 4403 forbidden, 4408 timeout.
+//! `{"jwt": ...}`) as its first text frame. That token goes through the same
+//! [`admit`](super::admit::admit) as a handshake's; only then is the
+//! upstream contacted. Refusals are close frames (the HTTP exchange is
+//! over), with the codes of [`Reject::close_code`].
 
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -13,37 +14,46 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 
-use super::session::{register, run};
-use super::{switching_protocols, upstream_request, verify, Accepted, Body, ConnInfo, Ctx, Reject};
-use crate::app::Gateway;
+use super::admit::{self, Admission, Attempt, Credential, Registration};
+use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Reject};
 use crate::auth::sources;
-use crate::metrics::Outcome;
-use crate::proxy::direct::{close_client, read_text_message};
+use crate::auth::VerifiedToken;
+use crate::gateway::Gateway;
+use crate::proxy::direct::{close_client, read_text_message, DirectError};
 use crate::proxy::prefixed::Prefixed;
 use crate::route::Params;
-use crate::state::{Route, State};
+use crate::session::Admitted;
+use crate::snapshot::{Route, Snapshot};
+
+/// A handshake whose token is still to come.
+pub(super) struct Pending {
+    pub route: Arc<Route>,
+    pub params: Params,
+    pub admitted: Admitted,
+    pub parts: Parts,
+}
 
 /// Answers 101 now and authenticates on the first frame in a session task.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn start(
     gw: &Arc<Gateway>,
-    state: &Arc<State>,
+    snapshot: &Arc<Snapshot>,
     conn: &ConnInfo,
-    mut parts: Parts,
-    route: Arc<Route>,
-    params: Params,
+    pending: Pending,
     ctx: &mut Ctx,
     on_upgrade: Option<OnUpgrade>,
 ) -> Response<Body> {
     ctx.deferred = true;
     let accept_key = ctx.accept_key.clone().unwrap_or_default();
+    // The upstream is not known yet: answer with the client's first offer
+    // (a browser fails the connection otherwise); the upstream is offered
+    // the same list later.
     let offered = ctx.offered.clone();
     let protocol = offered.first().cloned();
     let Some(on_upgrade) = on_upgrade else {
         return Reject::BadUpgrade("connection cannot be upgraded").response();
     };
     let gw2 = Arc::clone(gw);
-    let state = Arc::clone(state);
+    let snapshot = Arc::clone(snapshot);
     let conn = conn.clone();
     gw.sessions.spawn(async move {
         let started = Instant::now();
@@ -51,113 +61,117 @@ pub(super) fn start(
             return;
         };
         let mut client = TokioIo::new(upgraded);
-        let auth_timeout = state.config.limits.auth_timeout;
+        let route = Arc::clone(&pending.route);
+        let auth_timeout = snapshot.config.limits.auth_timeout;
         let outcome = tokio::select! {
-            r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &state, &route, &params, &mut client)) => match r {
+            r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &snapshot, &pending, &mut client)) => match r {
                 Ok(r) => r,
-                Err(_) => Err((4408, "authentication timeout", Outcome::unauthorized)),
+                Err(_) => Err(Reject::AuthTimeout),
             },
-            _ = gw2.shutdown.cancelled() => Err((1001, "gateway shutting down", Outcome::upstream_error)),
+            _ = gw2.shutdown.cancelled() => Err(Reject::ShuttingDown),
         };
-        let elapsed = started.elapsed().as_secs_f64();
-        let (token, leftover) = match outcome {
-            Ok(t) => t,
-            Err((code, reason, outcome)) => {
-                gw2.metrics.handshake(&route.id, outcome, elapsed);
-                tracing::info!(route = %route.id, remote = %conn.remote, outcome = ?outcome, reason, "first-message authentication refused");
-                close_client(&mut client, code, reason).await;
+        let (admission, leftover) = match outcome {
+            Ok(a) => a,
+            Err(reject) => {
+                super::record(&gw2, &route.id, &conn, None, Err(&reject), started);
+                close_client(&mut client, reject.close_code(), reject.description()).await;
                 return;
             }
         };
         // Frames the client sent right behind its auth message go to the relay.
         let mut client = Prefixed::new(leftover, client);
-        let accepted = Accepted {
-            route: Arc::clone(&route),
-            params,
-            token: Some(token),
-        };
-        // The upstream may pick any of the client's offers, or none.
-        let guard = match register(&gw2, &accepted, &conn) {
-            Ok(g) => g,
-            Err(r) => {
-                gw2.metrics.handshake(&route.id, r.outcome(), elapsed);
-                close_client(&mut client, 1013, &r.to_string()).await;
-                return;
+        match connect(&gw2, &conn, pending, admission, offered).await {
+            Ok((guard, connected, token)) => {
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started);
+                let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
+                let mut connected = connected;
+                crate::proxy::task::run(&gw2, &route, &guard, &mut client, &mut connected, interceptor).await;
+                drop(connected);
+                drop(guard);
             }
-        };
-        let req = match upstream_request(&accepted, &conn, &mut parts, None, offered) {
-            Ok(r) => r,
-            Err(r) => {
-                gw2.metrics.handshake(&route.id, r.outcome(), elapsed);
-                close_client(&mut client, 4403, &r.to_string()).await;
-                return;
+            Err((reject, token)) => {
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started);
+                close_client(&mut client, reject.close_code(), reject.description()).await;
             }
-        };
-        let connected = match route.upstreams.connect(&req).await {
-            Ok(c) => c,
-            Err(e) => {
-                gw2.metrics.handshake(&route.id, Outcome::upstream_error, started.elapsed().as_secs_f64());
-                tracing::info!(route = %route.id, remote = %conn.remote, error = %e, "upstream unavailable after first-message authentication");
-                close_client(&mut client, 1014, "upstream unavailable").await;
-                return;
-            }
-        };
-        gw2.metrics.handshake(&route.id, Outcome::ok, started.elapsed().as_secs_f64());
-        let t = accepted.token.as_ref();
-        tracing::info!(
-            route = %route.id, remote = %conn.remote,
-            iss = t.and_then(|t| t.iss.as_deref()).unwrap_or(""),
-            sub = t.and_then(|t| t.sub.as_deref()).unwrap_or(""),
-            jti = t.and_then(|t| t.jti.as_deref()).unwrap_or(""),
-            outcome = "ok", "handshake accepted (first message)"
-        );
-        let mut connected = connected;
-        run(&gw2, &accepted, &guard, &mut client, &mut connected).await;
-        drop(connected);
-        drop(guard);
+        }
     });
     switching_protocols(&accept_key, protocol.as_deref())
 }
 
-type Failure = (u16, &'static str, Outcome);
+type Connected = (
+    crate::session::SessionGuard,
+    crate::upstream::Connected,
+    Option<Arc<VerifiedToken>>,
+);
+
+/// Registers the admitted session and connects its upstream.
+async fn connect(
+    gw: &Arc<Gateway>,
+    conn: &ConnInfo,
+    mut pending: Pending,
+    admission: Admission,
+    offered: Vec<String>,
+) -> Result<Connected, (Reject, Option<Arc<VerifiedToken>>)> {
+    let token = admission.token.clone();
+    let route = Arc::clone(&pending.route);
+    let fail = |r| (r, token.clone());
+    let guard = admit::register(
+        gw,
+        Registration {
+            route: &route,
+            params: &pending.params,
+            admitted: pending.admitted,
+            token: admission.token,
+            remote: conn.remote,
+        },
+    )
+    .map_err(fail)?;
+    let req = forward::upstream_request(
+        &route,
+        &pending.params,
+        conn,
+        &mut pending.parts,
+        None,
+        offered,
+        admission.headers,
+    );
+    let connected = route
+        .upstreams
+        .connect(&req)
+        .await
+        .map_err(|e| fail(Reject::Upstream(e)))?;
+    Ok((guard, connected, token))
+}
 
 async fn authenticate<S>(
     gw: &Gateway,
-    state: &State,
-    route: &Route,
-    params: &Params,
+    snapshot: &Snapshot,
+    pending: &Pending,
     client: &mut S,
-) -> Result<(Arc<crate::auth::VerifiedToken>, Vec<u8>), Failure>
+) -> Result<(Admission, Vec<u8>), Reject>
 where
     S: AsyncRead + Unpin,
 {
     let (text, leftover) = read_text_message(client)
         .await
-        .map_err(|e| (4401, direct_error_text(&e), Outcome::unauthorized))?;
-    let token = sources::parse_first_message(&text).ok_or((
-        4401,
-        "malformed authentication message",
-        Outcome::unauthorized,
-    ))?;
-    let verified = verify(gw, state, route, &token)
-        .await
-        .map_err(|r| match r {
-            Reject::InvalidToken(d) => (4401, d, Outcome::unauthorized),
-            _ => (4401, "invalid token", Outcome::unauthorized),
-        })?;
-    route
-        .rules
-        .check(&verified.claims, params)
-        .map_err(|_| (4403, "forbidden", Outcome::forbidden))?;
-    Ok((verified, leftover))
+        .map_err(|e| Reject::BadAuthMessage(message_error_text(&e)))?;
+    let token = sources::parse_first_message(&text)
+        .ok_or(Reject::BadAuthMessage("malformed authentication message"))?;
+    let attempt = Attempt {
+        route: &pending.route,
+        params: &pending.params,
+        origins: &pending.admitted.origins,
+        credential: Credential::Presented(&token),
+    };
+    let admission = admit::admit(gw, snapshot, attempt).await?;
+    Ok((admission, leftover))
 }
 
-fn direct_error_text(e: &crate::proxy::direct::DirectError) -> &'static str {
-    use crate::proxy::direct::DirectError as D;
+fn message_error_text(e: &DirectError) -> &'static str {
     match e {
-        D::Ended => "connection ended before authentication",
-        D::NotText => "expected an authentication message",
-        D::TooLarge => "authentication message too large",
-        D::Protocol => "protocol error",
+        DirectError::Ended => "connection ended before authentication",
+        DirectError::NotText => "expected an authentication message",
+        DirectError::TooLarge => "authentication message too large",
+        DirectError::Protocol => "protocol error",
     }
 }

@@ -1,18 +1,22 @@
 //! One WebSocket handshake, from request to `101 Switching Protocols`.
 //!
 //! [`handle`] reads top to bottom in the order the checks run:
-//! path → route → upgrade → origin → token → verify → rules → limits →
-//! upstream → 101. Every refusal is a [`Reject`]; the single exit in
-//! [`handle`] turns it into a response (or a close, with `reject: close`),
-//! counts it and logs it once.
+//! path → route → upgrade → [`admit`] (origin → token → verify → revocation
+//! → rules) → limits → upstream → 101. Every refusal is a [`Reject`]; the
+//! single exit in [`handle`] turns it into a response (or a close, with
+//! `reject: close`), counts it and logs it once.
 //!
 //! With the `first_message` source the order changes after the upgrade
 //! checks: the client gets its 101 first, and [`first_message`] takes the
-//! token from its first frame before anything else happens.
+//! token from its first frame, then admits it with the same [`admit`].
+//! [`refresh`] judges an in-band refresh with it too, and a reload re-checks
+//! every live session with [`admit::recheck`].
 
+pub mod admit;
 mod first_message;
+mod forward;
+pub mod refresh;
 pub mod reject;
-mod session;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -21,35 +25,30 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::app::Gateway;
 use crate::auth::sources::{self, Found};
 use crate::auth::VerifiedToken;
-use crate::config::{AuthMode, RejectMode, TokenForward, TokenSource};
+use crate::config::{AuthMode, RejectMode, TokenSource};
+use crate::gateway::Gateway;
 use crate::metrics::Outcome;
-use crate::proxy::upstream::UpstreamRequest;
 use crate::route::pattern::parse_request_path;
-use crate::route::template::is_safe_header_value;
-use crate::route::Params;
-use crate::state::{Route, State};
+use crate::session::Admitted;
+use crate::snapshot::{Route, Snapshot};
+use admit::{Attempt, Credential, Registration};
 pub use reject::{Body, Reject};
+
+/// The largest request head accepted (request line and headers).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// What the listener knows about the connection a request came on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub tls: bool,
-}
-
-/// The accepted parts of a handshake that the session needs.
-pub(crate) struct Accepted {
-    pub route: Arc<Route>,
-    pub params: Params,
-    pub token: Option<Arc<VerifiedToken>>,
 }
 
 /// Serves one request on a gateway listener.
@@ -61,36 +60,57 @@ pub async fn handle(
     let started = Instant::now();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _body) = req.into_parts();
-    let state = gw.state.load_full();
+    let snapshot = gw.snapshot.load_full();
 
     let mut ctx = Ctx::default();
-    let result = accept(&gw, &state, &conn, parts, on_upgrade, &mut ctx).await;
-    let route_id = ctx
-        .route
-        .as_ref()
-        .map(|r| r.id.to_string())
-        .unwrap_or_default();
-    let elapsed = started.elapsed().as_secs_f64();
+    let result = accept(&gw, &snapshot, &conn, parts, on_upgrade, &mut ctx).await;
+    let route_id = ctx.route.as_ref().map_or("", |r| &*r.id);
+    let token = ctx.token.as_deref();
     match result {
+        // The first-message task records the handshake once it is decided.
         Ok(resp) if ctx.deferred => resp,
         Ok(resp) => {
-            gw.metrics.handshake(&route_id, Outcome::ok, elapsed);
-            tracing::info!(
-                route = %route_id, remote = %conn.remote, iss = ctx.iss(), sub = ctx.sub(),
-                jti = ctx.jti(), outcome = "ok", duration_ms = elapsed * 1000.0,
-                "handshake accepted"
-            );
+            record(&gw, route_id, &conn, token, Ok(()), started);
             resp
         }
         Err((reject, on_upgrade)) => {
-            gw.metrics.handshake(&route_id, reject.outcome(), elapsed);
+            record(&gw, route_id, &conn, token, Err(&reject), started);
+            refuse(&gw, &ctx, reject, on_upgrade)
+        }
+    }
+}
+
+/// The single place a handshake's outcome is counted and logged, whether it
+/// was decided before the 101 or on a first message after it.
+fn record(
+    gw: &Gateway,
+    route: &str,
+    conn: &ConnInfo,
+    token: Option<&VerifiedToken>,
+    result: Result<(), &Reject>,
+    started: Instant,
+) {
+    let elapsed = started.elapsed().as_secs_f64();
+    let field = |f: fn(&VerifiedToken) -> Option<&str>| token.and_then(f).unwrap_or("");
+    let iss = field(|t| t.iss.as_deref());
+    let sub = field(|t| t.sub.as_deref());
+    let jti = field(|t| t.jti.as_deref());
+    match result {
+        Ok(()) => {
+            gw.metrics.handshake(route, Outcome::ok, elapsed);
             tracing::info!(
-                route = %route_id, remote = %conn.remote, iss = ctx.iss(), sub = ctx.sub(),
-                jti = ctx.jti(), outcome = ?reject.outcome(), reason = %reject,
-                status = reject.status().as_u16(), duration_ms = elapsed * 1000.0,
+                route, remote = %conn.remote, iss, sub, jti, outcome = "ok",
+                duration_ms = elapsed * 1000.0, "handshake accepted"
+            );
+        }
+        Err(reject) => {
+            gw.metrics.handshake(route, reject.outcome(), elapsed);
+            tracing::info!(
+                route, remote = %conn.remote, iss, sub, jti, outcome = ?reject.outcome(),
+                reason = %reject, status = reject.status().as_u16(),
+                close_code = reject.close_code(), duration_ms = elapsed * 1000.0,
                 "handshake refused"
             );
-            refuse(&gw, &ctx, reject, on_upgrade)
         }
     }
 }
@@ -108,32 +128,11 @@ struct Ctx {
     deferred: bool,
 }
 
-impl Ctx {
-    fn iss(&self) -> &str {
-        self.token
-            .as_ref()
-            .and_then(|t| t.iss.as_deref())
-            .unwrap_or("")
-    }
-    fn sub(&self) -> &str {
-        self.token
-            .as_ref()
-            .and_then(|t| t.sub.as_deref())
-            .unwrap_or("")
-    }
-    fn jti(&self) -> &str {
-        self.token
-            .as_ref()
-            .and_then(|t| t.jti.as_deref())
-            .unwrap_or("")
-    }
-}
-
 type Refusal = (Reject, Option<OnUpgrade>);
 
 async fn accept(
     gw: &Arc<Gateway>,
-    state: &Arc<State>,
+    snapshot: &Arc<Snapshot>,
     conn: &ConnInfo,
     mut parts: Parts,
     on_upgrade: OnUpgrade,
@@ -148,13 +147,13 @@ async fn accept(
         .sum::<usize>()
         + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
         + parts.uri.authority().map_or(0, |a| a.as_str().len());
-    if head_len > crate::listener::MAX_HEAD_BYTES {
+    if head_len > MAX_HEAD_BYTES {
         return Err((Reject::HeadTooLarge, None));
     }
     let path = parse_request_path(parts.uri.path())
         .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
     let host = request_host(&parts);
-    let matched = state
+    let matched = snapshot
         .routes
         .find(host.as_deref(), &path)
         .ok_or((Reject::NotFound, None))?;
@@ -169,50 +168,70 @@ async fn accept(
     // From here on a refusal may be answered with a close (`reject: close`),
     // which needs the upgrade future.
     let on_upgrade = Some(on_upgrade);
-
-    if let Some(allowed) = &route.cfg.origins {
-        // Every Origin present must be allowed: checking only the first would
-        // let a second, foreign one through.
-        let ok = parts.headers.get_all(header::ORIGIN).iter().all(|origin| {
-            origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
-        }) && parts.headers.get_all(header::ORIGIN).iter().count() <= 1;
-        if !ok {
-            return Err((Reject::OriginNotAllowed, on_upgrade));
-        }
-    }
-
-    let mut found = None;
-    if route.cfg.auth == AuthMode::Required {
-        found = sources::extract(&route.token_sources, &parts);
-        let Some(f) = &found else {
-            if route.token_sources.contains(&TokenSource::FirstMessage) {
-                return Ok(first_message::start(
-                    gw, state, conn, parts, route, params, ctx, on_upgrade,
-                ));
-            }
-            return Err((Reject::MissingToken, on_upgrade));
-        };
-        let token = match verify(gw, state, &route, &f.token).await {
-            Ok(t) => t,
-            Err(r) => return Err((r, on_upgrade)),
-        };
-        ctx.token = Some(Arc::clone(&token));
-        if let Err(failure) = route.rules.check(&token.claims, &params) {
-            tracing::debug!(route = %route.id, rule = failure.index, claim = %failure.claim, "rule failed");
-            return Err((Reject::Forbidden("forbidden"), on_upgrade));
-        }
-    }
-
-    let accepted = Accepted {
-        route: Arc::clone(&route),
-        params,
-        token: ctx.token.clone(),
+    let admitted = Admitted {
+        host: host.map(String::into_boxed_str),
+        path: parts.uri.path().into(),
+        origins: admit::origins(&parts.headers).into_boxed_slice(),
     };
-    let guard = session::register(gw, &accepted, conn).map_err(|r| (r, None))?;
-    let upstream_req = upstream_request(&accepted, conn, &mut parts, found.as_ref(), app_protocols)
-        .map_err(|r| (r, None))?;
+
+    let found = match route.cfg.auth {
+        AuthMode::Required => sources::extract(&route.token_sources, &parts),
+        AuthMode::None => None,
+    };
+    if found.is_none()
+        && route.cfg.auth == AuthMode::Required
+        && route.token_sources.contains(&TokenSource::FirstMessage)
+    {
+        // A foreign page is refused while it can still be told with a status.
+        if let Err(r) = admit::check_origins(&route, &admitted.origins) {
+            return Err((r, on_upgrade));
+        }
+        let pending = first_message::Pending {
+            route,
+            params,
+            admitted,
+            parts,
+        };
+        return Ok(first_message::start(
+            gw, snapshot, conn, pending, ctx, on_upgrade,
+        ));
+    }
+    let credential = match &found {
+        Some(f) => Credential::Presented(&f.token),
+        None => Credential::Absent,
+    };
+    let attempt = Attempt {
+        route: &route,
+        params: &params,
+        origins: &admitted.origins,
+        credential,
+    };
+    let admission = match admit::admit(gw, snapshot, attempt).await {
+        Ok(a) => a,
+        Err(r) => return Err((r, on_upgrade)),
+    };
+    ctx.token = admission.token.clone();
+
+    let guard = admit::register(
+        gw,
+        Registration {
+            route: &route,
+            params: &params,
+            admitted,
+            token: admission.token,
+            remote: conn.remote,
+        },
+    )
+    .map_err(|r| (r, None))?;
+    let upstream_req = forward::upstream_request(
+        &route,
+        &params,
+        conn,
+        &mut parts,
+        found.as_ref(),
+        app_protocols,
+        admission.headers,
+    );
     let connected = route
         .upstreams
         .connect(&upstream_req)
@@ -233,26 +252,9 @@ async fn accept(
     let accept_key = ctx.accept_key.clone().unwrap_or_default();
     let on_upgrade =
         on_upgrade.ok_or((Reject::BadUpgrade("connection cannot be upgraded"), None))?;
-    session::spawn(gw, accepted, guard, connected, on_upgrade);
+    let interceptor = refresh::interceptor(gw, &route, guard.handle());
+    crate::proxy::task::spawn(gw, route, guard, connected, interceptor, on_upgrade);
     Ok(switching_protocols(&accept_key, protocol.as_deref()))
-}
-
-/// Verifies a token and checks it against the revocation list.
-pub(crate) async fn verify(
-    gw: &Gateway,
-    state: &State,
-    route: &Route,
-    token: &str,
-) -> Result<Arc<VerifiedToken>, Reject> {
-    let verified = state
-        .auth
-        .verify(token, route.cfg.issuers.as_deref())
-        .await
-        .map_err(|e| Reject::InvalidToken(e.description()))?;
-    if gw.is_revoked(&verified) {
-        return Err(Reject::InvalidToken("token revoked"));
-    }
-    Ok(verified)
 }
 
 fn refuse(
@@ -265,16 +267,21 @@ fn refuse(
         .route
         .as_ref()
         .is_some_and(|r| r.cfg.reject == RejectMode::Close);
-    if let (true, Some((code, reason)), Some(on_upgrade), Some(key)) = (
+    if let (true, true, Some(on_upgrade), Some(key)) = (
         close_mode,
-        reject.close_instead(),
+        reject.closes_in_reject_mode(),
         on_upgrade,
         ctx.accept_key.as_deref(),
     ) {
         // The client's offer must be answered, or a browser fails the
         // connection before it can read the close code.
         let protocol = answer_protocol(&ctx.offered);
-        session::spawn_refusal(gw, on_upgrade, code, reason);
+        crate::proxy::task::spawn_refusal(
+            gw,
+            on_upgrade,
+            reject.close_code(),
+            reject.description(),
+        );
         return switching_protocols(key, protocol);
     }
     reject.response()
@@ -333,104 +340,4 @@ fn path_error_text(e: &crate::route::pattern::PathError) -> &'static str {
         P::Parameter => "path parameter",
         _ => "malformed path",
     }
-}
-
-/// Headers never copied from the client: hop-by-hop and handshake headers
-/// (the gateway makes its own), and forwarding headers (the gateway sets
-/// them; a client must not be able to claim an address or identity).
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "content-length",
-    "host",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-protocol",
-    "sec-websocket-extensions",
-    "sec-websocket-accept",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
-];
-
-/// The request the upstream receives: the client's path and query (token
-/// stripped), its other headers, the identity headers built from claims and
-/// the forwarding headers.
-pub(crate) fn upstream_request(
-    accepted: &Accepted,
-    conn: &ConnInfo,
-    parts: &mut Parts,
-    found: Option<&Found>,
-    app_protocols: Vec<String>,
-) -> Result<UpstreamRequest, Reject> {
-    let route = &accepted.route;
-    let original_host = parts.headers.get(header::HOST).cloned();
-    if let (Some(f), TokenForward::Strip) = (found, route.cfg.forward.token) {
-        sources::strip(parts, f);
-    }
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let path = match &route.upstream_path {
-        Some(t) => t.render_path(&accepted.params),
-        None => parts.uri.path().to_owned(),
-    };
-    let subprotocols = match (found, route.cfg.forward.token) {
-        // `keep` forwards the whole offer, token included.
-        (
-            Some(Found {
-                source: TokenSource::Subprotocol,
-                ..
-            }),
-            TokenForward::Keep,
-        ) => offered_protocols(&parts.headers),
-        _ => app_protocols,
-    };
-
-    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(parts.headers.len() + 4);
-    for (name, value) in parts.headers.iter() {
-        let n = name.as_str();
-        if NOT_FORWARDED.contains(&n) || route.forward_headers.iter().any(|(f, _)| f == name) {
-            continue;
-        }
-        headers.push((name.clone(), value.clone()));
-    }
-    let empty = serde_json::Value::Null;
-    let claims = accepted.token.as_ref().map(|t| &t.claims).unwrap_or(&empty);
-    for (name, template) in &route.forward_headers {
-        let value = template.render(claims, &accepted.params);
-        // A claim can carry anything; CR/LF would inject headers upstream.
-        if !is_safe_header_value(&value) {
-            return Err(Reject::Forbidden("claim cannot be forwarded as a header"));
-        }
-        let value = HeaderValue::from_str(&value)
-            .map_err(|_| Reject::Forbidden("claim cannot be forwarded as a header"))?;
-        headers.push((name.clone(), value));
-    }
-    if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
-        headers.push((HeaderName::from_static("x-forwarded-for"), v));
-    }
-    headers.push((
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
-    ));
-    if let Some(h) = original_host {
-        headers.push((HeaderName::from_static("x-forwarded-host"), h));
-    }
-    Ok(UpstreamRequest {
-        path_and_query: format!("{path}{query}"),
-        subprotocols,
-        headers,
-    })
 }

@@ -1,12 +1,16 @@
-//! Every way a handshake can be refused, and what the client sees for each:
-//! the CONTRACT's handshake table as one exhaustive mapping.
+//! Every way an admission can be refused, and what the client sees for each:
+//! the contract's handshake table and its close codes as one exhaustive
+//! mapping. A refusal before the 101 is a status ([`Reject::response`]);
+//! after it (`first_message`, `reject: close`) it is a close frame
+//! ([`Reject::close_frame`]). Both come from here and nowhere else.
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::auth::AuthError;
 use crate::metrics::Outcome;
-use crate::proxy::upstream::UpstreamError;
+use crate::upstream::UpstreamError;
 
 pub type Body = Full<Bytes>;
 
@@ -26,9 +30,19 @@ pub enum Reject {
     NotWebSocket,
     #[error("missing token")]
     MissingToken,
-    /// The description is a fixed phrase (never token content).
+    /// `Display` is a fixed phrase (never token content).
     #[error("invalid token: {0}")]
-    InvalidToken(&'static str),
+    InvalidToken(AuthError),
+    #[error("token revoked")]
+    Revoked,
+    /// A `first_message` that carries no readable token.
+    #[error("{0}")]
+    BadAuthMessage(&'static str),
+    /// No `first_message` within `auth_timeout`.
+    #[error("authentication timeout")]
+    AuthTimeout,
+    #[error("gateway shutting down")]
+    ShuttingDown,
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
     #[error("origin not allowed")]
@@ -50,10 +64,14 @@ impl Reject {
             }
             Reject::NotWebSocket => StatusCode::UPGRADE_REQUIRED,
             Reject::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Reject::MissingToken | Reject::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Reject::MissingToken
+            | Reject::InvalidToken(_)
+            | Reject::Revoked
+            | Reject::BadAuthMessage(_) => StatusCode::UNAUTHORIZED,
+            Reject::AuthTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::Forbidden(_) | Reject::OriginNotAllowed => StatusCode::FORBIDDEN,
             Reject::SubjectLimit => StatusCode::TOO_MANY_REQUESTS,
-            Reject::GlobalLimit => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::GlobalLimit | Reject::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Reject::Upstream(e) => e.status(),
         }
     }
@@ -66,43 +84,98 @@ impl Reject {
             | Reject::BadVersion
             | Reject::NotWebSocket
             | Reject::HeadTooLarge => Outcome::bad_request,
-            Reject::MissingToken | Reject::InvalidToken(_) => Outcome::unauthorized,
+            Reject::MissingToken
+            | Reject::InvalidToken(_)
+            | Reject::Revoked
+            | Reject::BadAuthMessage(_)
+            | Reject::AuthTimeout => Outcome::unauthorized,
             Reject::Forbidden(_) | Reject::OriginNotAllowed => Outcome::forbidden,
-            Reject::SubjectLimit | Reject::GlobalLimit => Outcome::rate_limited,
+            Reject::SubjectLimit | Reject::GlobalLimit | Reject::ShuttingDown => {
+                Outcome::rate_limited
+            }
             Reject::Upstream(_) => Outcome::upstream_error,
         }
     }
 
-    /// With `reject: close`, the close code and reason that replace a 401/403.
-    /// `None` for refusals that stay HTTP statuses in that mode too.
-    pub fn close_instead(&self) -> Option<(u16, String)> {
+    /// The short, fixed text a client is told (status body, close reason,
+    /// `error_description`): never token content, never internals.
+    pub fn description(&self) -> &'static str {
         match self {
-            Reject::MissingToken => Some((4401, "missing token".to_owned())),
-            Reject::InvalidToken(d) => Some((4401, (*d).to_owned())),
-            Reject::Forbidden(d) => Some((4403, (*d).to_owned())),
-            Reject::OriginNotAllowed => Some((4403, "origin not allowed".to_owned())),
+            Reject::MissingToken => "missing token",
+            Reject::InvalidToken(e) => e.description(),
+            Reject::Revoked => "token revoked",
+            Reject::BadAuthMessage(d) | Reject::Forbidden(d) => d,
+            Reject::AuthTimeout => "authentication timeout",
+            Reject::OriginNotAllowed => "origin not allowed",
+            Reject::SubjectLimit => "per-subject session limit reached",
+            Reject::GlobalLimit => "session limit reached",
+            Reject::ShuttingDown => "gateway shutting down",
+            Reject::Upstream(UpstreamError::Status { .. }) => "upstream refused the handshake",
+            Reject::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out",
+            Reject::Upstream(_) => "upstream unavailable",
             Reject::NotFound
             | Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadVersion
-            | Reject::NotWebSocket
             | Reject::HeadTooLarge
+            | Reject::NotWebSocket => self.status().canonical_reason().unwrap_or(""),
+        }
+    }
+
+    /// Whether `reject: close` answers this refusal with a close instead of
+    /// its status: the 401 and 403 rows of the contract.
+    pub fn closes_in_reject_mode(&self) -> bool {
+        match self {
+            Reject::MissingToken
+            | Reject::InvalidToken(_)
+            | Reject::Revoked
+            | Reject::BadAuthMessage(_)
+            | Reject::Forbidden(_)
+            | Reject::OriginNotAllowed => true,
+            Reject::NotFound
+            | Reject::BadPath(_)
+            | Reject::BadUpgrade(_)
+            | Reject::BadVersion
+            | Reject::HeadTooLarge
+            | Reject::NotWebSocket
+            | Reject::AuthTimeout
             | Reject::SubjectLimit
             | Reject::GlobalLimit
-            | Reject::Upstream(_) => None,
+            | Reject::ShuttingDown
+            | Reject::Upstream(_) => false,
+        }
+    }
+
+    /// The close code that carries this refusal once the client has its
+    /// 101 (`first_message`, `reject: close`); the reason is
+    /// [`Self::description`].
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Reject::MissingToken
+            | Reject::InvalidToken(_)
+            | Reject::Revoked
+            | Reject::BadAuthMessage(_) => 4401,
+            Reject::Forbidden(_) | Reject::OriginNotAllowed => 4403,
+            Reject::AuthTimeout => 4408,
+            // "Try again later" (RFC 6455 §7.4.1 registry).
+            Reject::SubjectLimit | Reject::GlobalLimit => 1013,
+            Reject::ShuttingDown => 1001,
+            // The upstream could not be reached: the close code for a bad gateway.
+            Reject::Upstream(_) => 1014,
+            // Decided before any 101; a policy violation if it ever were not.
+            Reject::NotFound
+            | Reject::BadPath(_)
+            | Reject::BadUpgrade(_)
+            | Reject::BadVersion
+            | Reject::HeadTooLarge
+            | Reject::NotWebSocket => 1008,
         }
     }
 
     /// The HTTP answer. Bodies are short fixed texts: internals stay in the log.
     pub fn response(&self) -> Response<Body> {
         let status = self.status();
-        let text = match self {
-            Reject::Upstream(UpstreamError::Status { .. }) => "upstream refused the handshake",
-            Reject::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out",
-            Reject::Upstream(_) => "upstream unavailable",
-            Reject::InvalidToken(d) | Reject::Forbidden(d) => d,
-            _ => status.canonical_reason().unwrap_or(""),
-        };
+        let text = self.description();
         let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -120,7 +193,8 @@ impl Reject {
                     HeaderValue::from_static("Bearer realm=\"wsgate\""),
                 );
             }
-            Reject::InvalidToken(d) => {
+            Reject::InvalidToken(_) | Reject::Revoked | Reject::BadAuthMessage(_) => {
+                let d = self.description();
                 let v = format!("Bearer error=\"invalid_token\", error_description=\"{d}\"");
                 if let Ok(v) = HeaderValue::from_str(&v) {
                     h.insert(header::WWW_AUTHENTICATE, v);
@@ -160,10 +234,12 @@ mod tests {
             (Reject::HeadTooLarge, 431, Outcome::bad_request),
             (Reject::MissingToken, 401, Outcome::unauthorized),
             (
-                Reject::InvalidToken("token expired"),
+                Reject::InvalidToken(AuthError::Expired),
                 401,
                 Outcome::unauthorized,
             ),
+            (Reject::Revoked, 401, Outcome::unauthorized),
+            (Reject::ShuttingDown, 503, Outcome::rate_limited),
             (Reject::Forbidden("forbidden"), 403, Outcome::forbidden),
             (Reject::OriginNotAllowed, 403, Outcome::forbidden),
             (Reject::SubjectLimit, 429, Outcome::rate_limited),
@@ -200,7 +276,7 @@ mod tests {
             r.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"wsgate\""
         );
-        let r = Reject::InvalidToken("token expired").response();
+        let r = Reject::InvalidToken(AuthError::Expired).response();
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],
             "Bearer error=\"invalid_token\", error_description=\"token expired\""

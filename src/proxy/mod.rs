@@ -1,9 +1,9 @@
-//! The upstream side of a session and the relay between both sides.
+//! The relay side of a session: the frame pump between client and
+//! upstream, and the session task that runs it.
 
 pub mod direct;
 pub mod frame;
 pub mod prefixed;
 pub mod pump;
-pub mod refresh;
 pub mod relay;
-pub mod upstream;
+pub mod task;

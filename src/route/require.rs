@@ -43,11 +43,8 @@ use thiserror::Error;
 
 use super::template::Template;
 use super::Params;
+pub use crate::auth::claims::lookup_claim;
 use crate::config::{RequireRule, RuleOp};
-
-/// How many object lookups one claim path may cost. Backtracking over keys
-/// that contain dots could otherwise grow with the number of dots.
-const LOOKUP_BUDGET: u32 = 64;
 
 /// Compiled `require` rules of one route.
 #[derive(Debug, Clone)]
@@ -259,32 +256,6 @@ fn numbers_equal(a: &Number, b: &Number) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => false,
     }
-}
-
-/// Finds a claim by dotted path (see the module docs for keys that contain
-/// dots). `None` when absent; a present `null` is returned as such.
-pub fn lookup_claim<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {
-    let mut budget = LOOKUP_BUDGET;
-    lookup_in(claims, path, &mut budget)
-}
-
-fn lookup_in<'v>(value: &'v Value, path: &str, budget: &mut u32) -> Option<&'v Value> {
-    let object = value.as_object()?;
-    if *budget == 0 {
-        return None;
-    }
-    *budget -= 1;
-    if let Some(found) = object.get(path) {
-        return Some(found);
-    }
-    for (dot, _) in path.rmatch_indices('.') {
-        if let Some(child) = object.get(&path[..dot]) {
-            if let Some(found) = lookup_in(child, &path[dot + 1..], budget) {
-                return Some(found);
-            }
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -23,13 +23,25 @@ pub use registry::{Registry, SessionGuard, SlotError};
 
 pub type SessionId = u64;
 
+/// What a session was admitted for, kept so that a reload can judge it
+/// again exactly as a new handshake with the same request would be judged.
+#[derive(Debug, Clone, Default)]
+pub struct Admitted {
+    /// The authority the route was chosen by (`None`: the request named none).
+    pub host: Option<Box<str>>,
+    pub path: Box<str>,
+    /// The `Origin` headers of the request (rarely more than one).
+    pub origins: Box<[http::HeaderValue]>,
+}
+
 /// What the registry knows of one live session.
 pub struct SessionHandle {
     pub id: SessionId,
     pub route: Arc<str>,
     pub remote_addr: SocketAddr,
-    /// Path parameters of the handshake, for re-checking rules on reload.
+    /// Path parameters of the handshake.
     pub params: crate::route::Params,
+    pub admitted: Admitted,
     /// Unix seconds.
     pub connected_at: i64,
     /// The verified token, `None` on `auth: none` routes. Replaced by a refresh.
@@ -49,14 +61,16 @@ impl SessionHandle {
         route: Arc<str>,
         remote_addr: SocketAddr,
         params: crate::route::Params,
+        admitted: Admitted,
         token: Option<Arc<VerifiedToken>>,
-        expires_at: Option<i64>,
     ) -> Self {
+        let expires_at = token.as_ref().and_then(|t| t.exp);
         Self {
             id,
             route,
             remote_addr,
             params,
+            admitted,
             connected_at: unix_now(),
             token: Mutex::new(token),
             expires_at: AtomicI64::new(expires_at.unwrap_or(0)),

@@ -1,6 +1,6 @@
-//! From an accepted handshake to a running session: registration (limits),
-//! the spawned pump task, and the short-lived task that answers a refused
-//! handshake with a close (`reject: close`).
+//! A session's task: the pump with the bookkeeping around it (gauge,
+//! metrics, the end-of-session log line), and the short-lived task that
+//! answers a refused handshake with a close (`reject: close`).
 
 use std::sync::Arc;
 
@@ -8,66 +8,20 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Accepted, ConnInfo, Reject};
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::proxy::direct::close_client;
-use crate::proxy::pump::{self, PumpSettings};
-use crate::proxy::refresh::Refresher;
-use crate::proxy::upstream::Connected;
-use crate::session::{SessionGuard, SessionHandle, SlotError};
-
-/// Takes a global slot and registers the session (per-subject limit checked
-/// atomically with the insert).
-pub(crate) fn register(
-    gw: &Arc<Gateway>,
-    accepted: &Accepted,
-    conn: &ConnInfo,
-) -> Result<SessionGuard, Reject> {
-    let state = gw.state.load();
-    let slot = gw
-        .registry
-        .reserve(state.config.limits.max_sessions)
-        .map_err(|_| Reject::GlobalLimit)?;
-    let token = accepted.token.clone();
-    let subject = token.as_ref().and_then(|t| {
-        let iss = t.iss.clone().unwrap_or_else(|| t.issuer_id.clone());
-        t.sub.clone().map(|sub| (iss, sub))
-    });
-    let handle = Arc::new(SessionHandle::new(
-        gw.registry.next_id(),
-        Arc::clone(&accepted.route.id),
-        conn.remote,
-        accepted.params.clone(),
-        token.clone(),
-        token.as_ref().and_then(|t| t.exp),
-    ));
-    let guard = gw
-        .registry
-        .register(
-            handle,
-            subject,
-            accepted.route.cfg.limits.max_sessions_per_subject,
-            slot,
-        )
-        .map_err(|e| match e {
-            SlotError::Global => Reject::GlobalLimit,
-            SlotError::Subject => Reject::SubjectLimit,
-        })?;
-    // A revocation made between verification and registration found no
-    // session to close; checking again now that the session is visible
-    // leaves no gap.
-    if token.as_ref().is_some_and(|t| gw.is_revoked(t)) {
-        return Err(Reject::InvalidToken("token revoked"));
-    }
-    Ok(guard)
-}
+use crate::proxy::pump::{self, Interceptor, PumpSettings};
+use crate::session::SessionGuard;
+use crate::snapshot::Route;
+use crate::upstream::Connected;
 
 /// Runs the session once hyper hands over the upgraded client connection.
-pub(crate) fn spawn(
+pub fn spawn(
     gw: &Arc<Gateway>,
-    accepted: Accepted,
+    route: Arc<Route>,
     guard: SessionGuard,
     connected: Connected,
+    interceptor: Option<Box<dyn Interceptor>>,
     on_upgrade: OnUpgrade,
 ) {
     let gw2 = Arc::clone(gw);
@@ -80,7 +34,15 @@ pub(crate) fn spawn(
             }
         };
         let mut connected = connected;
-        run(&gw2, &accepted, &guard, &mut client, &mut connected).await;
+        run(
+            &gw2,
+            &route,
+            &guard,
+            &mut client,
+            &mut connected,
+            interceptor,
+        )
+        .await;
         // The upstream's lease first, then the session's slot.
         drop(connected);
         drop(guard);
@@ -91,16 +53,16 @@ pub(crate) fn spawn(
 /// the session task, which drops it afterwards (upstream lease, then the
 /// registration): arguments an async fn owns are stored twice in its state,
 /// and this state lives as long as the session.
-pub(crate) async fn run<C>(
+pub async fn run<C>(
     gw: &Arc<Gateway>,
-    accepted: &Accepted,
+    route: &Route,
     guard: &SessionGuard,
     client: &mut C,
     connected: &mut Connected,
+    interceptor: Option<Box<dyn Interceptor>>,
 ) where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let route = &accepted.route;
     let handle = Arc::clone(guard.handle());
     let metrics = gw.metrics.for_session(&route.id);
     metrics.active.inc();
@@ -109,14 +71,6 @@ pub(crate) async fn run<C>(
         idle_timeout: route.cfg.session.idle_timeout,
         max_message_size: route.cfg.session.max_message_size,
     };
-    let refresher = route.cfg.session.refresh.then(|| {
-        Refresher::new(
-            Arc::clone(gw),
-            Arc::clone(route),
-            accepted.params.clone(),
-            Arc::clone(&handle),
-        )
-    });
     // Shutdown may have begun while this session was being set up.
     if gw.shutdown.is_cancelled() {
         handle.close(crate::session::CloseReason::Shutdown);
@@ -130,7 +84,7 @@ pub(crate) async fn run<C>(
         &settings,
         &metrics,
         &tally,
-        refresher.as_ref().map(|r| r as &dyn pump::Interceptor),
+        interceptor.as_deref(),
     )
     .await;
     metrics.active.dec();
@@ -152,11 +106,11 @@ pub(crate) async fn run<C>(
 
 /// `reject: close`: completes the client's handshake only to close it at
 /// once with the refusal's code and reason, which a browser can read.
-pub(crate) fn spawn_refusal(gw: &Arc<Gateway>, on_upgrade: OnUpgrade, code: u16, reason: String) {
+pub fn spawn_refusal(gw: &Arc<Gateway>, on_upgrade: OnUpgrade, code: u16, reason: &'static str) {
     gw.sessions.spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        close_client(&mut TokioIo::new(upgraded), code, &reason).await;
+        close_client(&mut TokioIo::new(upgraded), code, reason).await;
     });
 }

@@ -1,22 +1,34 @@
-//! The compiled, swappable state a handshake reads: the route table with each
-//! route's rules, templates and upstream pool, and the authenticator. A reload
-//! builds a complete new [`State`] and swaps it in one store; handshakes in
-//! flight keep the one they loaded.
+//! The config in force, compiled: the route table with each route's rules,
+//! templates and upstream pool, the authenticator with its keys, and the
+//! listeners' certificates. [`Snapshot::build`] is the one place this is
+//! built, for the start and for every reload, so the two cannot drift; a
+//! reload swaps the whole snapshot in one store, and handshakes in flight
+//! keep the one they loaded.
 
 use std::sync::Arc;
 
 use http::HeaderName;
 use tokio_rustls::TlsConnector;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthSetupError, Authenticator};
 use crate::config::{Config, RouteConfig, TokenSource};
-use crate::proxy::upstream::Upstreams;
 use crate::route::require::Rules;
 use crate::route::template::Template;
 use crate::route::RouteTable;
+use crate::tls::{CertStore, TlsError};
+use crate::upstream::Upstreams;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    #[error("listeners[{index}].tls: {source}")]
+    Tls {
+        index: usize,
+        #[source]
+        source: TlsError,
+    },
     #[error("routes[{index}]: {source}")]
     Pattern {
         index: usize,
@@ -108,20 +120,36 @@ impl Route {
     }
 }
 
-pub struct State {
+pub struct Snapshot {
     pub config: Arc<Config>,
     pub routes: RouteTable<Arc<Route>>,
     pub auth: Arc<Authenticator>,
-    /// Stops the authenticator's key refresh tasks when this state is replaced.
-    pub auth_stop: tokio_util::sync::CancellationToken,
 }
 
-impl State {
-    pub fn build(
-        config: Arc<Config>,
-        auth: Arc<Authenticator>,
-        auth_stop: tokio_util::sync::CancellationToken,
-    ) -> Result<Self, BuildError> {
+/// A freshly built snapshot and the listeners' certificates loaded with it
+/// (index = listener index; `None` for plaintext listeners). Certificates are
+/// handed over once: the caller installs them in the listeners' resolvers.
+pub struct Built {
+    pub snapshot: Snapshot,
+    pub certs: Vec<Option<CertStore>>,
+}
+
+impl Snapshot {
+    /// Compiles `config`. Remote key sets are fetched by tasks that stop with
+    /// `shutdown`, or when this snapshot's authenticator is stopped (a
+    /// reload replaced it). Nothing is bound.
+    pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Built, BuildError> {
+        let mut certs = Vec::with_capacity(config.listeners.len());
+        for (index, l) in config.listeners.iter().enumerate() {
+            let store = match &l.tls {
+                Some(t) => {
+                    Some(CertStore::load(t).map_err(|source| BuildError::Tls { index, source })?)
+                }
+                None => None,
+            };
+            certs.push(store);
+        }
+        let config = Arc::new(config);
         let mut built = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             built.push(Arc::new(Route::build(index, r, &config.token_sources)?));
@@ -137,11 +165,14 @@ impl State {
             index: source.entry.unwrap_or(0),
             source,
         })?;
-        Ok(Self {
-            config,
-            routes,
-            auth,
-            auth_stop,
+        let auth = Authenticator::new(&config.issuers, shutdown.clone()).await?;
+        Ok(Built {
+            snapshot: Self {
+                config,
+                routes,
+                auth,
+            },
+            certs,
         })
     }
 

@@ -1,0 +1,86 @@
+//! [`Gateway`]: the handles that connections, sessions, reloads and the admin
+//! API share. It imports no pipeline stage, so every stage can depend on it
+//! without depending on the wiring in [`crate::app`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::revocation::{RevocationList, Revoker};
+use crate::session::Registry;
+use crate::snapshot::Snapshot;
+use crate::tls::CertResolver;
+use crate::workers::Workers;
+
+/// State shared by every connection, session and the admin API.
+pub struct Gateway {
+    /// The config in force: routes, issuers and their keys. A reload swaps it.
+    pub snapshot: ArcSwap<Snapshot>,
+    pub registry: Arc<Registry>,
+    pub metrics: Metrics,
+    /// Makes revocations, applies those from the store, runs its sync; owns
+    /// the list every admission reads.
+    pub revoker: Arc<Revoker>,
+    /// Cancelled when shutdown begins.
+    pub shutdown: CancellationToken,
+    /// Every session task, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+    /// TLS certificate resolvers per listener, refilled on reload.
+    pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
+    /// The threads connections and sessions run on.
+    pub workers: Workers,
+    listeners_up: AtomicBool,
+}
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        snapshot: Snapshot,
+        registry: Arc<Registry>,
+        revoker: Arc<Revoker>,
+        shutdown: CancellationToken,
+        cert_resolvers: Vec<Option<Arc<CertResolver>>>,
+        workers: Workers,
+    ) -> Self {
+        Self {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            metrics: Metrics::new(),
+            revoker,
+            shutdown,
+            sessions: TaskTracker::new(),
+            cert_resolvers,
+            workers,
+            listeners_up: AtomicBool::new(false),
+        }
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> &RevocationList {
+        self.revoker.list()
+    }
+
+    /// Marks the listeners as serving (or not, once shutdown begins).
+    pub fn set_serving(&self, up: bool) {
+        self.listeners_up.store(up, Ordering::Release);
+    }
+
+    /// `/readyz`: listeners up and every issuer has keys.
+    pub fn readiness(&self) -> (bool, String) {
+        if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
+            return (false, "listeners not serving".to_owned());
+        }
+        let missing = self.snapshot.load().auth.issuers_without_keys();
+        if !missing.is_empty() {
+            return (
+                false,
+                format!("issuers without keys: {}", missing.join(", ")),
+            );
+        }
+        (true, String::new())
+    }
+}

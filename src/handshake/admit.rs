@@ -1,0 +1,251 @@
+//! The one admission step. Every place that decides whether a token may
+//! hold a session calls [`admit`], against the snapshot in force at that
+//! moment:
+//!
+//! - the handshake ([`super::handle`]),
+//! - the first message of a `first_message` route ([`super::first_message`]),
+//! - an in-band refresh ([`super::refresh`]),
+//! - the re-check of every live session after a reload ([`recheck`]).
+//!
+//! The order is fixed: origins → token (signature with the issuer's current
+//! keys, `iss`, `aud`, `exp`, `nbf`, `iat`, required claims) → revocation →
+//! the route's `require` rules → the `forward.headers` built from the claims.
+//! A refusal is a [`Reject`], which alone decides the status or close code.
+//! Limits are not part of the judgement: they are taken when a session is
+//! registered ([`register`]) and never revoke a running one.
+
+use std::sync::Arc;
+
+use http::{header, HeaderName, HeaderValue};
+
+use super::Reject;
+use crate::auth::VerifiedToken;
+use crate::config::AuthMode;
+use crate::gateway::Gateway;
+use crate::route::pattern::parse_request_path;
+use crate::route::template::is_safe_header_value;
+use crate::route::Params;
+use crate::session::{Admitted, CloseReason, SessionGuard, SessionHandle, SlotError};
+use crate::snapshot::{Route, Snapshot};
+
+/// The token an admission judges.
+#[derive(Clone, Copy)]
+pub enum Credential<'a> {
+    /// None was found.
+    Absent,
+    /// The token's text as the client sent it.
+    Presented(&'a str),
+    /// A token verified earlier (a live session's): judged again against
+    /// the keys and rules in force now, without its text.
+    Held(&'a VerifiedToken),
+}
+
+/// What is judged: a route, the request's path parameters and origins, and
+/// a credential.
+pub struct Attempt<'a> {
+    pub route: &'a Route,
+    pub params: &'a Params,
+    pub origins: &'a [HeaderValue],
+    pub credential: Credential<'a>,
+}
+
+/// An admitted attempt.
+pub struct Admission {
+    /// `None` on an `auth: none` route.
+    pub token: Option<Arc<VerifiedToken>>,
+    /// The route's `forward.headers`, rendered from the claims and checked.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Judges `attempt` against `snapshot`.
+pub async fn admit(
+    gw: &Gateway,
+    snapshot: &Snapshot,
+    attempt: Attempt<'_>,
+) -> Result<Admission, Reject> {
+    let route = attempt.route;
+    check_origins(route, attempt.origins)?;
+    let token = match route.cfg.auth {
+        AuthMode::None => None,
+        AuthMode::Required => {
+            let allowed = route.cfg.issuers.as_deref();
+            let token = match attempt.credential {
+                Credential::Absent => return Err(Reject::MissingToken),
+                Credential::Presented(text) => snapshot.auth.verify(text, allowed).await,
+                Credential::Held(t) => snapshot.auth.reverify(t, allowed),
+            }
+            .map_err(Reject::InvalidToken)?;
+            if gw.revocations().is_revoked(&token) {
+                return Err(Reject::Revoked);
+            }
+            if let Err(failure) = route.rules.check(&token.claims, attempt.params) {
+                tracing::debug!(route = %route.id, rule = failure.index, claim = %failure.claim, "rule failed");
+                return Err(Reject::Forbidden("forbidden"));
+            }
+            Some(token)
+        }
+    };
+    let headers = forward_headers(route, token.as_deref(), attempt.params)?;
+    Ok(Admission { token, headers })
+}
+
+/// When the route lists `origins`, a present `Origin` must be one of them;
+/// two `Origin` headers are refused (checking only the first would let a
+/// second, foreign one through). Also run before a `first_message` 101, so
+/// a foreign page is refused while it can still be told with a status.
+pub fn check_origins(route: &Route, origins: &[HeaderValue]) -> Result<(), Reject> {
+    let Some(allowed) = &route.cfg.origins else {
+        return Ok(());
+    };
+    let ok = origins.len() <= 1
+        && origins.iter().all(|origin| {
+            origin
+                .to_str()
+                .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Reject::OriginNotAllowed)
+    }
+}
+
+/// The `Origin` headers of a request.
+pub fn origins(headers: &http::HeaderMap) -> Vec<HeaderValue> {
+    headers.get_all(header::ORIGIN).iter().cloned().collect()
+}
+
+const UNFORWARDABLE: Reject = Reject::Forbidden("claim cannot be forwarded as a header");
+
+/// Renders `forward.headers`. A claim can carry anything: CR/LF would inject
+/// headers upstream, so a value that is not a safe header value refuses the
+/// admission.
+fn forward_headers(
+    route: &Route,
+    token: Option<&VerifiedToken>,
+    params: &Params,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Reject> {
+    let empty = serde_json::Value::Null;
+    let claims = token.map_or(&empty, |t| &t.claims);
+    route
+        .forward_headers
+        .iter()
+        .map(|(name, template)| {
+            let value = template.render(claims, params);
+            if !is_safe_header_value(&value) {
+                return Err(UNFORWARDABLE);
+            }
+            let value = HeaderValue::from_str(&value).map_err(|_| UNFORWARDABLE)?;
+            Ok((name.clone(), value))
+        })
+        .collect()
+}
+
+/// What a session is registered with.
+pub struct Registration<'a> {
+    pub route: &'a Route,
+    pub params: &'a Params,
+    pub admitted: Admitted,
+    pub token: Option<Arc<VerifiedToken>>,
+    pub remote: std::net::SocketAddr,
+}
+
+/// Takes a global slot and registers the session; the per-subject limit is
+/// checked atomically with the insert.
+pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, Reject> {
+    let snapshot = gw.snapshot.load();
+    let slot = gw
+        .registry
+        .reserve(snapshot.config.limits.max_sessions)
+        .map_err(|_| Reject::GlobalLimit)?;
+    let subject = r.token.as_ref().and_then(|t| {
+        let iss = t.iss.clone().unwrap_or_else(|| t.issuer_id.clone());
+        t.sub.clone().map(|sub| (iss, sub))
+    });
+    let token = r.token.clone();
+    let handle = Arc::new(SessionHandle::new(
+        gw.registry.next_id(),
+        Arc::clone(&r.route.id),
+        r.remote,
+        r.params.clone(),
+        r.admitted,
+        r.token,
+    ));
+    let guard = gw
+        .registry
+        .register(
+            handle,
+            subject,
+            r.route.cfg.limits.max_sessions_per_subject,
+            slot,
+        )
+        .map_err(|e| match e {
+            SlotError::Global => Reject::GlobalLimit,
+            SlotError::Subject => Reject::SubjectLimit,
+        })?;
+    // A revocation made between verification and registration found no
+    // session to close; checking again now that the session is visible
+    // leaves no gap.
+    if token.is_some_and(|t| gw.revocations().is_revoked(&t)) {
+        return Err(Reject::Revoked);
+    }
+    Ok(guard)
+}
+
+/// Judges every live session again against `snapshot` (after a reload): the
+/// request it was admitted for must still match the same route, and its
+/// token must pass [`admit`] as it stands now. Sessions that fail end with
+/// 4403 `access revoked by policy`. Returns how many were closed.
+///
+/// A token whose issuer has no keys yet (a remote set still being fetched)
+/// gets no verdict and keeps its session; the log says how many.
+pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
+    let mut closed = 0;
+    let mut undecided = 0;
+    for s in gw.registry.all() {
+        let verdict = judge_again(gw, snapshot, &s).await;
+        match verdict {
+            Ok(()) => {}
+            Err(Reject::InvalidToken(crate::auth::AuthError::NoKeys)) => undecided += 1,
+            Err(reject) => {
+                tracing::info!(session = s.id, route = %s.route, reason = %reject, "session no longer admitted after reload");
+                if s.close(CloseReason::Policy) {
+                    closed += 1;
+                }
+            }
+        }
+    }
+    if undecided > 0 {
+        tracing::warn!(
+            sessions = undecided,
+            "sessions kept without a re-check: their issuers have no keys yet"
+        );
+    }
+    closed
+}
+
+async fn judge_again(gw: &Gateway, snapshot: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
+    let a = &s.admitted;
+    let path = parse_request_path(&a.path).map_err(|_| Reject::NotFound)?;
+    let matched = snapshot
+        .routes
+        .find(a.host.as_deref(), &path)
+        .ok_or(Reject::NotFound)?;
+    if matched.route.id != s.route {
+        // Another route (or none) would take this request now: its rules
+        // were never applied to this session.
+        return Err(Reject::NotFound);
+    }
+    let token = s.token();
+    let credential = match token.as_deref() {
+        Some(t) => Credential::Held(t),
+        None => Credential::Absent,
+    };
+    let attempt = Attempt {
+        route: matched.route,
+        params: &matched.params,
+        origins: &a.origins,
+        credential,
+    };
+    admit(gw, snapshot, attempt).await.map(|_| ())
+}
