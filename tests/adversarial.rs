@@ -146,24 +146,6 @@ fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -
     format!("{input}.{sig}")
 }
 
-/// The public half of a P-256 key as a JWK.
-fn ec_jwk(key: &rcgen::KeyPair, kid: Option<&str>) -> Value {
-    let raw = key.public_key_raw();
-    assert_eq!(raw.len(), 65, "uncompressed P-256 point");
-    let mut jwk = json!({
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
-        "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65]),
-    });
-    if let Some(kid) = kid {
-        jwk["kid"] = kid.into();
-    }
-    jwk
-}
-
-fn ec_key(key: &rcgen::KeyPair) -> EncodingKey {
-    EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("EC encoding key")
-}
-
 fn claims_of(iss: &str, sub: &str) -> Value {
     claims(sub, json!({ "iss": iss }))
 }

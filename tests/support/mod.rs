@@ -117,6 +117,27 @@ pub fn claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
     c
 }
 
+/// The public half of a P-256 key as a JWK.
+pub fn ec_jwk(key: &rcgen::KeyPair, kid: Option<&str>) -> serde_json::Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine;
+    let raw = key.public_key_raw();
+    assert_eq!(raw.len(), 65, "uncompressed P-256 point");
+    let mut jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+        "x": B64.encode(&raw[1..33]), "y": B64.encode(&raw[33..65]),
+    });
+    if let Some(kid) = kid {
+        jwk["kid"] = kid.into();
+    }
+    jwk
+}
+
+/// The private half of a P-256 key, for signing test tokens.
+pub fn ec_key(key: &rcgen::KeyPair) -> jsonwebtoken::EncodingKey {
+    jsonwebtoken::EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).expect("EC encoding key")
+}
+
 /// A valid token for `sub` from the test issuer.
 pub fn token(sub: &str, extra: serde_json::Value) -> String {
     mint(SECRET, &claims(sub, extra))
