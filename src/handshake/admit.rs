@@ -23,7 +23,8 @@ use crate::auth::VerifiedToken;
 use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::route::pattern::parse_request_path;
-use crate::route::template::is_safe_header_value;
+use crate::route::require::lookup_claim;
+use crate::route::template::{is_safe_header_value, Placeholder};
 use crate::route::Params;
 use crate::session::{Admitted, CloseReason, SessionGuard, SessionHandle, SlotError};
 use crate::snapshot::{Route, Snapshot};
@@ -118,7 +119,8 @@ pub fn origins(headers: &http::HeaderMap) -> Vec<HeaderValue> {
 const UNFORWARDABLE: Reject = Reject::Forbidden("claim cannot be forwarded as a header");
 
 /// Renders `forward.headers`. A claim can carry anything: CR/LF would inject
-/// headers upstream, so a value that is not a safe header value refuses the
+/// headers upstream, and some values come out of an upstream's header
+/// parser as something else (see [`round_trips`]); either refuses the
 /// admission.
 fn forward_headers(
     route: &Route,
@@ -131,6 +133,13 @@ fn forward_headers(
         .forward_headers
         .iter()
         .map(|(name, template)| {
+            let claims_round_trip = template.placeholders().all(|p| match p {
+                Placeholder::Claim(path) => lookup_claim(claims, path).is_none_or(round_trips),
+                Placeholder::Param(_) => true,
+            });
+            if !claims_round_trip {
+                return Err(UNFORWARDABLE);
+            }
             let value = template.render(claims, params);
             if !is_safe_header_value(&value) {
                 return Err(UNFORWARDABLE);
@@ -139,6 +148,25 @@ fn forward_headers(
             Ok((name.clone(), value))
         })
         .collect()
+}
+
+/// Whether a claim reaches the upstream as the value the rules judged.
+/// Header parsers trim surrounding whitespace (`" admin "` is read as
+/// `admin`), and arrays are joined with `,`, so an element holding a `,` is
+/// indistinguishable from two elements (`["user,admin"]` reads as `user`
+/// and `admin`).
+fn round_trips(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let untrimmed = |s: &str| s.trim() == s;
+    match value {
+        Value::String(s) => untrimmed(s),
+        Value::Array(items) => items.iter().all(|item| match item {
+            Value::String(s) => untrimmed(s) && !s.contains(',') && !s.is_empty(),
+            Value::Number(_) | Value::Bool(_) => true,
+            Value::Null | Value::Array(_) | Value::Object(_) => false,
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::Object(_) => true,
+    }
 }
 
 /// What a session is registered with.
@@ -248,4 +276,28 @@ async fn judge_again(gw: &Gateway, snapshot: &Snapshot, s: &SessionHandle) -> Re
         credential,
     };
     admit(gw, snapshot, attempt).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_trips;
+    use serde_json::json;
+
+    #[test]
+    fn claim_values_that_an_upstream_reads_differently_do_not_round_trip() {
+        for ok in [json!("admin"), json!(["user", "admin"]), json!(5), json!([1, true])] {
+            assert!(round_trips(&ok), "{ok}");
+        }
+        for bad in [
+            json!(" admin "),
+            json!("admin\t"),
+            json!(["user,admin"]),
+            json!(["user", " admin"]),
+            json!(["a", ""]),
+            json!([["nested"]]),
+            json!([{"o": 1}]),
+        ] {
+            assert!(!round_trips(&bad), "{bad}");
+        }
+    }
 }
