@@ -474,18 +474,24 @@ fn run_block(script: &str, config: &str, env: &[(&str, String)]) -> Run {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + BLOCK_TIMEOUT;
+    // The block's process group (its id is bash's PID): what a block left in
+    // the background is ended with it.
+    let group = format!("-{}", child.id());
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break Some(status);
         }
         if Instant::now() > deadline {
-            let group = format!("-{}", child.id());
             let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .stderr(Stdio::null())
+        .status();
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let ok = status.is_some_and(|s| s.success());
     let verdict = match status {
