@@ -63,6 +63,12 @@ fn str_at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
+/// The value given to a variable the manifests do not set: long enough for
+/// any HS secret (64 bytes for HS512) and for an admin token (16).
+fn placeholder(name: &str) -> String {
+    format!("test-value-for-{name}-{}", "0123456789abcdef".repeat(4))
+}
+
 /// What `wsgate check` is run with: the Secrets' values by (secret, key), and
 /// the literal env values of the containers.
 #[derive(Default)]
@@ -114,9 +120,9 @@ impl Env {
                     env.secrets
                         .get(&(secret.to_owned(), key.to_owned()))
                         .cloned()
-                        .unwrap_or_else(|| format!("test-value-for-{name}"))
+                        .unwrap_or_else(|| placeholder(name))
                 } else {
-                    format!("test-value-for-{name}")
+                    placeholder(name)
                 };
                 env.vars.insert(name.to_owned(), value);
             }
@@ -197,7 +203,7 @@ fn every_deploy_yaml_parses_and_embedded_configs_pass_check() {
                 // (see its header): give each required one a value.
                 for name in required_vars(&config_text) {
                     vars.entry(name.clone())
-                        .or_insert_with(|| format!("test-value-for-{name}"));
+                        .or_insert_with(|| placeholder(&name));
                 }
             }
             let dir = tempfile::tempdir().unwrap();
