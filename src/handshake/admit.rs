@@ -285,7 +285,12 @@ mod tests {
 
     #[test]
     fn claim_values_that_an_upstream_reads_differently_do_not_round_trip() {
-        for ok in [json!("admin"), json!(["user", "admin"]), json!(5), json!([1, true])] {
+        for ok in [
+            json!("admin"),
+            json!(["user", "admin"]),
+            json!(5),
+            json!([1, true]),
+        ] {
             assert!(round_trips(&ok), "{ok}");
         }
         for bad in [

@@ -31,6 +31,9 @@ pub(super) struct Pending {
     pub params: Params,
     pub admitted: Admitted,
     pub parts: Parts,
+    /// The client's offer without a `bearer, <jwt>` pair: what the upstream
+    /// is offered.
+    pub app_protocols: Vec<String>,
 }
 
 /// Answers 101 now and authenticates on the first frame in a session task.
@@ -46,9 +49,8 @@ pub(super) fn start(
     let accept_key = ctx.accept_key.clone().unwrap_or_default();
     // The upstream is not known yet: answer with the client's first offer
     // (a browser fails the connection otherwise); the upstream is offered
-    // the same list later.
-    let offered = ctx.offered.clone();
-    let protocol = offered.first().cloned();
+    // the same list later, less any token.
+    let protocol = ctx.offered.first().cloned();
     let Some(on_upgrade) = on_upgrade else {
         return Reject::BadUpgrade("connection cannot be upgraded").response();
     };
@@ -80,7 +82,7 @@ pub(super) fn start(
         };
         // Frames the client sent right behind its auth message go to the relay.
         let mut client = Prefixed::new(leftover, client);
-        match connect(&gw2, &conn, pending, admission, offered).await {
+        match connect(&gw2, &conn, pending, admission).await {
             Ok((guard, connected, token)) => {
                 super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
@@ -110,11 +112,11 @@ async fn connect(
     conn: &ConnInfo,
     mut pending: Pending,
     admission: Admission,
-    offered: Vec<String>,
 ) -> Result<Connected, (Reject, Option<Arc<VerifiedToken>>)> {
     let token = admission.token.clone();
     let route = Arc::clone(&pending.route);
     let fail = |r| (r, token.clone());
+    let authority = pending.admitted.host.clone();
     let guard = admit::register(
         gw,
         Registration {
@@ -127,13 +129,16 @@ async fn connect(
     )
     .map_err(fail)?;
     let req = forward::upstream_request(
-        &route,
-        &pending.params,
-        conn,
+        forward::Forward {
+            route: &route,
+            params: &pending.params,
+            conn,
+            authority: authority.as_deref(),
+            found: None,
+            app_protocols: std::mem::take(&mut pending.app_protocols),
+            identity: admission.headers,
+        },
         &mut pending.parts,
-        None,
-        offered,
-        admission.headers,
     );
     let connected = route
         .upstreams

@@ -80,18 +80,32 @@ fn connection_options(parts: &Parts) -> Vec<String> {
         .collect()
 }
 
-/// Builds the upstream request. `identity` are the `forward.headers` that
-/// admission rendered from the claims.
-pub fn upstream_request(
-    route: &Route,
-    params: &Params,
-    conn: &ConnInfo,
-    parts: &mut Parts,
-    found: Option<&Found>,
-    app_protocols: Vec<String>,
-    identity: Vec<(HeaderName, HeaderValue)>,
-) -> UpstreamRequest {
-    let original_host = parts.headers.get(header::HOST).cloned();
+/// What the upstream request is built from, besides the client's request.
+pub struct Forward<'a> {
+    pub route: &'a Route,
+    pub params: &'a Params,
+    pub conn: &'a ConnInfo,
+    /// The authority the route was chosen by: the upstream is told this one
+    /// (`X-Forwarded-Host`), whichever header or target form carried it.
+    pub authority: Option<&'a str>,
+    /// The token admission verified, and where it was found.
+    pub found: Option<&'a Found>,
+    pub app_protocols: Vec<String>,
+    /// The `forward.headers` admission rendered from the claims.
+    pub identity: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Builds the upstream request.
+pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
+    let Forward {
+        route,
+        params,
+        conn,
+        authority,
+        found,
+        app_protocols,
+        identity,
+    } = f;
     let keep = match route.cfg.forward.token {
         TokenForward::Strip => None,
         TokenForward::Keep => found,
@@ -138,8 +152,8 @@ pub fn upstream_request(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     ));
-    if let Some(h) = original_host {
-        headers.push((HeaderName::from_static("x-forwarded-host"), h));
+    if let Some(v) = authority.and_then(|a| HeaderValue::from_str(a).ok()) {
+        headers.push((HeaderName::from_static("x-forwarded-host"), v));
     }
     UpstreamRequest {
         path_and_query: format!("{path}{query}"),

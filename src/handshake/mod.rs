@@ -13,6 +13,7 @@
 //! every live session with [`admit::recheck`].
 
 pub mod admit;
+pub mod authority;
 mod first_message;
 mod forward;
 pub mod refresh;
@@ -150,9 +151,10 @@ async fn accept(
     if head_len > MAX_HEAD_BYTES {
         return Err((Reject::HeadTooLarge, None));
     }
+    let host = authority::request_authority(parts.version, &parts.uri, &parts.headers)
+        .map_err(|e| (Reject::BadHost(e.text()), None))?;
     let path = parse_request_path(parts.uri.path())
         .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
-    let host = request_host(&parts);
     let matched = snapshot
         .routes
         .find(host.as_deref(), &path)
@@ -191,6 +193,7 @@ async fn accept(
             params,
             admitted,
             parts,
+            app_protocols,
         };
         return Ok(first_message::start(
             gw, snapshot, conn, pending, ctx, on_upgrade,
@@ -212,6 +215,7 @@ async fn accept(
     };
     ctx.token = admission.token.clone();
 
+    let authority = admitted.host.clone();
     let guard = admit::register(
         gw,
         Registration {
@@ -224,13 +228,16 @@ async fn accept(
     )
     .map_err(|r| (r, None))?;
     let upstream_req = forward::upstream_request(
-        &route,
-        &params,
-        conn,
+        forward::Forward {
+            route: &route,
+            params: &params,
+            conn,
+            authority: authority.as_deref(),
+            found: found.as_ref(),
+            app_protocols,
+            identity: admission.headers,
+        },
         &mut parts,
-        found.as_ref(),
-        app_protocols,
-        admission.headers,
     );
     let connected = route
         .upstreams
@@ -320,15 +327,6 @@ pub(crate) fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> R
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
     }
     resp
-}
-
-fn request_host(parts: &Parts) -> Option<String> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
 }
 
 fn path_error_text(e: &crate::route::pattern::PathError) -> &'static str {

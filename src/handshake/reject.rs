@@ -22,6 +22,9 @@ pub enum Reject {
     BadPath(&'static str),
     #[error("malformed WebSocket upgrade: {0}")]
     BadUpgrade(&'static str),
+    /// The request's authority (`Host`, absolute-form target) is ambiguous.
+    #[error("bad request: {0}")]
+    BadHost(&'static str),
     #[error("unsupported WebSocket version")]
     BadVersion,
     #[error("request head too large")]
@@ -59,9 +62,10 @@ impl Reject {
     pub fn status(&self) -> StatusCode {
         match self {
             Reject::NotFound => StatusCode::NOT_FOUND,
-            Reject::BadPath(_) | Reject::BadUpgrade(_) | Reject::BadVersion => {
-                StatusCode::BAD_REQUEST
-            }
+            Reject::BadPath(_)
+            | Reject::BadUpgrade(_)
+            | Reject::BadHost(_)
+            | Reject::BadVersion => StatusCode::BAD_REQUEST,
             Reject::NotWebSocket => StatusCode::UPGRADE_REQUIRED,
             Reject::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::MissingToken
@@ -81,6 +85,7 @@ impl Reject {
             Reject::NotFound => Outcome::not_found,
             Reject::BadPath(_)
             | Reject::BadUpgrade(_)
+            | Reject::BadHost(_)
             | Reject::BadVersion
             | Reject::NotWebSocket
             | Reject::HeadTooLarge => Outcome::bad_request,
@@ -104,7 +109,7 @@ impl Reject {
             Reject::MissingToken => "missing token",
             Reject::InvalidToken(e) => e.description(),
             Reject::Revoked => "token revoked",
-            Reject::BadAuthMessage(d) | Reject::Forbidden(d) => d,
+            Reject::BadAuthMessage(d) | Reject::Forbidden(d) | Reject::BadHost(d) => d,
             Reject::AuthTimeout => "authentication timeout",
             Reject::OriginNotAllowed => "origin not allowed",
             Reject::SubjectLimit => "per-subject session limit reached",
@@ -135,6 +140,7 @@ impl Reject {
             Reject::NotFound
             | Reject::BadPath(_)
             | Reject::BadUpgrade(_)
+            | Reject::BadHost(_)
             | Reject::BadVersion
             | Reject::HeadTooLarge
             | Reject::NotWebSocket
@@ -166,6 +172,7 @@ impl Reject {
             Reject::NotFound
             | Reject::BadPath(_)
             | Reject::BadUpgrade(_)
+            | Reject::BadHost(_)
             | Reject::BadVersion
             | Reject::HeadTooLarge
             | Reject::NotWebSocket => 1008,
@@ -230,6 +237,11 @@ mod tests {
             (Reject::NotFound, 404, Outcome::not_found),
             (Reject::BadPath("dot segment"), 400, Outcome::bad_request),
             (Reject::BadUpgrade("missing key"), 400, Outcome::bad_request),
+            (
+                Reject::BadHost("missing Host header"),
+                400,
+                Outcome::bad_request,
+            ),
             (Reject::NotWebSocket, 426, Outcome::bad_request),
             (Reject::HeadTooLarge, 431, Outcome::bad_request),
             (Reject::MissingToken, 401, Outcome::unauthorized),
