@@ -66,7 +66,7 @@ impl App {
     /// Builds everything and binds every socket; nothing is served yet.
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let shutdown = CancellationToken::new();
-        let built = Snapshot::build(config, &shutdown).await?;
+        let built = Snapshot::build(config, &shutdown, None).await?;
         let config = Arc::clone(&built.snapshot.config);
 
         let mut listeners = Vec::new();

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::Readiness;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationList, Revoker};
 use crate::session::Registry;
@@ -69,13 +70,20 @@ impl Gateway {
         self.listeners_up.store(up, Ordering::Release);
     }
 
-    /// `/readyz`: listeners up and every issuer has keys.
+    /// `/readyz`: listeners up, and every issuer has keys (`readyz:
+    /// all_issuers`, the default) or at least one has (`any_issuer`).
     pub fn readiness(&self) -> (bool, String) {
         if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
             return (false, "listeners not serving".to_owned());
         }
-        let missing = self.snapshot.load().auth.issuers_without_keys();
-        if !missing.is_empty() {
+        let snapshot = self.snapshot.load();
+        let auth = &snapshot.auth;
+        let missing = auth.issuers_without_keys();
+        let enough = match snapshot.config.readyz {
+            Readiness::AllIssuers => missing.is_empty(),
+            Readiness::AnyIssuer => auth.issuer_count() == 0 || auth.issuers_with_keys() > 0,
+        };
+        if !enough {
             return (
                 false,
                 format!("issuers without keys: {}", missing.join(", ")),

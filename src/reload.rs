@@ -40,7 +40,9 @@ pub async fn reload(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
         tracing::warn!("`workers` changed; it takes effect at the next restart");
     }
     let summary = config::summary(&cfg);
-    let built = Snapshot::build(cfg, &gw.shutdown).await?;
+    // Remote key sets whose source is unchanged carry over, keys included:
+    // a reload while a provider is unreachable must not lose them.
+    let built = Snapshot::build(cfg, &gw.shutdown, Some(&old)).await?;
     for (resolver, store) in gw.cert_resolvers.iter().zip(built.certs) {
         if let (Some(r), Some(s)) = (resolver, store) {
             r.replace(s);
@@ -48,7 +50,6 @@ pub async fn reload(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     }
     let snapshot = Arc::new(built.snapshot);
     gw.snapshot.store(Arc::clone(&snapshot));
-    old.auth.stop();
     let closed = admit::recheck(gw, &snapshot).await;
     Ok(format!(
         "{summary}; {closed} session(s) closed by the new policy"

@@ -136,9 +136,14 @@ pub struct Built {
 
 impl Snapshot {
     /// Compiles `config`. Remote key sets are fetched by tasks that stop with
-    /// `shutdown`, or when this snapshot's authenticator is stopped (a
-    /// reload replaced it). Nothing is bound.
-    pub async fn build(config: Config, shutdown: &CancellationToken) -> Result<Built, BuildError> {
+    /// `shutdown`, or once no snapshot uses them; those of `previous` (the
+    /// snapshot a reload replaces) with an unchanged source are kept.
+    /// Nothing is bound.
+    pub async fn build(
+        config: Config,
+        shutdown: &CancellationToken,
+        previous: Option<&Snapshot>,
+    ) -> Result<Built, BuildError> {
         let mut certs = Vec::with_capacity(config.listeners.len());
         for (index, l) in config.listeners.iter().enumerate() {
             let store = match &l.tls {
@@ -165,7 +170,12 @@ impl Snapshot {
             index: source.entry.unwrap_or(0),
             source,
         })?;
-        let auth = Authenticator::new(&config.issuers, shutdown.clone()).await?;
+        let auth = Authenticator::new(
+            &config.issuers,
+            shutdown.clone(),
+            previous.map(|p| &*p.auth),
+        )
+        .await?;
         Ok(Built {
             snapshot: Self {
                 config,

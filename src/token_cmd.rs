@@ -219,7 +219,7 @@ mod tests {
     }
 
     async fn verify(issuer: &IssuerConfig, token: &str) -> Result<Value, crate::auth::AuthError> {
-        let auth = Authenticator::new(std::slice::from_ref(issuer), CancellationToken::new())
+        let auth = Authenticator::new(std::slice::from_ref(issuer), CancellationToken::new(), None)
             .await
             .unwrap();
         auth.verify(token, None).await.map(|v| v.claims.clone())

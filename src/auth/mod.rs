@@ -143,16 +143,9 @@ pub enum AuthSetupError {
 pub struct Authenticator {
     issuers: Vec<IssuerEntry>,
     cache: cache::VerifyCache,
+    /// The refreshers this authenticator started (a reload may hand some of
+    /// them on to the next one, see [`RemoteSource`]).
     tasks: TaskTracker,
-    /// Stops the refreshers: on [`Authenticator::stop`], on drop, or with the
-    /// process-wide shutdown (it is a child of that token).
-    stop: CancellationToken,
-}
-
-impl Drop for Authenticator {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 struct IssuerEntry {
@@ -162,14 +155,55 @@ struct IssuerEntry {
 
 enum IssuerKeys {
     Local(Arc<KeySet>),
-    Remote(Arc<RemoteKeys>),
+    Remote(Arc<RemoteSource>),
 }
 
 impl IssuerKeys {
     fn snapshot(&self) -> Option<Arc<KeySet>> {
         match self {
             IssuerKeys::Local(set) => Some(set.clone()),
-            IssuerKeys::Remote(remote) => remote.current(),
+            IssuerKeys::Remote(remote) => remote.keys.current(),
+        }
+    }
+}
+
+/// A remote key set with its refresher. A reload whose issuer has the same
+/// key source hands the same `RemoteSource` to the new authenticator: the
+/// working keys and their refresh schedule survive, so a reload while the
+/// provider is unreachable loses nothing. The refresher stops when the last
+/// authenticator holding it is dropped (or at shutdown).
+struct RemoteSource {
+    keys: Arc<RemoteKeys>,
+    origin: RemoteOrigin,
+    stop: CancellationToken,
+}
+
+impl Drop for RemoteSource {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// What decides where a remote set comes from and how it is fetched: equal
+/// origins serve equal keys.
+#[derive(Debug, Clone, PartialEq)]
+struct RemoteOrigin {
+    id: String,
+    keys: crate::config::KeySource,
+    /// Discovery derives its URL from it.
+    issuer: Option<String>,
+    ca: Option<PathBuf>,
+    refetch_interval: Duration,
+}
+
+impl RemoteOrigin {
+    fn of(cfg: &IssuerConfig) -> Self {
+        Self {
+            id: cfg.id.clone(),
+            keys: cfg.keys.clone(),
+            issuer: cfg.issuer.clone(),
+            ca: cfg.ca.clone(),
+            refetch_interval: cfg.refetch_interval,
         }
     }
 }
@@ -197,22 +231,26 @@ fn unix_now() -> i64 {
 
 impl Authenticator {
     /// Loads every issuer's keys; remote sets are fetched in background tasks
-    /// that stop when `shutdown` is cancelled (or this value is dropped).
-    /// Waits a few seconds at most for the first remote fetches.
+    /// that stop when `shutdown` is cancelled or no authenticator uses them
+    /// any more. A remote set of `previous` (the authenticator a reload
+    /// replaces) whose source is unchanged is taken over as it is, keys
+    /// included. Waits a few seconds at most for the first fetch of new
+    /// remote sets.
     pub async fn new(
         issuers: &[IssuerConfig],
         shutdown: CancellationToken,
+        previous: Option<&Authenticator>,
     ) -> Result<Arc<Self>, AuthSetupError> {
-        Self::with_tuning(issuers, shutdown, Tuning::default()).await
+        Self::with_tuning(issuers, shutdown, Tuning::default(), previous).await
     }
 
     pub(crate) async fn with_tuning(
         issuers: &[IssuerConfig],
         shutdown: CancellationToken,
         tuning: Tuning,
+        previous: Option<&Authenticator>,
     ) -> Result<Arc<Self>, AuthSetupError> {
         install_crypto_provider();
-        let stop = shutdown.child_token();
         let tasks = TaskTracker::new();
         let mut native_roots: Option<Arc<rustls::RootCertStore>> = None;
         let mut entries = Vec::with_capacity(issuers.len());
@@ -221,19 +259,27 @@ impl Authenticator {
             let keys = match keys::load_local(&cfg.keys) {
                 Ok(Some(set)) => IssuerKeys::Local(Arc::new(set)),
                 Ok(None) => {
-                    let endpoint = remote::endpoint(cfg)?;
-                    let tls = remote::tls_config(cfg, &mut native_roots)?;
-                    let fetcher = fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
-                    let remote = Arc::new(RemoteKeys::new(
-                        cfg.id.clone(),
-                        endpoint,
-                        fetcher,
-                        tuning.clone(),
-                    ));
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    first_fetches.push(rx);
-                    tasks.spawn(remote.clone().run(stop.clone(), tx));
-                    IssuerKeys::Remote(remote)
+                    let origin = RemoteOrigin::of(cfg);
+                    if let Some(kept) = previous.and_then(|p| p.remote_source(&origin)) {
+                        IssuerKeys::Remote(kept)
+                    } else {
+                        let endpoint = remote::endpoint(cfg)?;
+                        let tls = remote::tls_config(cfg, &mut native_roots)?;
+                        let fetcher =
+                            fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
+                        let keys = Arc::new(RemoteKeys::new(
+                            cfg.id.clone(),
+                            endpoint,
+                            fetcher,
+                            tuning.clone(),
+                            cfg.refetch_interval,
+                        ));
+                        let stop = shutdown.child_token();
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        first_fetches.push(rx);
+                        tasks.spawn(keys.clone().run(stop.clone(), tx));
+                        IssuerKeys::Remote(Arc::new(RemoteSource { keys, origin, stop }))
+                    }
                 }
                 Err(source) => {
                     return Err(AuthSetupError::Keys {
@@ -258,8 +304,28 @@ impl Authenticator {
             issuers: entries,
             cache: cache::VerifyCache::new(CACHE_CAPACITY, CACHE_TTL),
             tasks,
-            stop,
         }))
+    }
+
+    /// This authenticator's remote source from `origin`, if it has one.
+    fn remote_source(&self, origin: &RemoteOrigin) -> Option<Arc<RemoteSource>> {
+        self.issuers.iter().find_map(|e| match &e.keys {
+            IssuerKeys::Remote(r) if &r.origin == origin => Some(Arc::clone(r)),
+            _ => None,
+        })
+    }
+
+    /// Issuer ids that have keys (for `/readyz` with `readyz: any_issuer`).
+    pub fn issuers_with_keys(&self) -> usize {
+        self.issuers
+            .iter()
+            .filter(|e| e.keys.snapshot().is_some_and(|s| !s.is_empty()))
+            .count()
+    }
+
+    /// How many issuers are configured.
+    pub fn issuer_count(&self) -> usize {
+        self.issuers.len()
     }
 
     /// Issuer ids that have no usable key yet (for `/readyz` and a startup warning).
@@ -269,12 +335,6 @@ impl Authenticator {
             .filter(|e| e.keys.snapshot().is_none_or(|s| s.is_empty()))
             .map(|e| e.policy.id.clone())
             .collect()
-    }
-
-    /// Stops refreshing remote key sets (a reload replaced this authenticator).
-    /// Sets already loaded stay usable.
-    pub fn stop(&self) {
-        self.stop.cancel();
     }
 
     /// The background refreshers, for a caller that wants to await their end.
@@ -448,9 +508,10 @@ impl Authenticator {
             return Err(AuthError::AlgNotAllowed);
         }
         let first = try_keys(entry, entry.keys.snapshot(), token, header, now);
-        let IssuerKeys::Remote(remote) = &entry.keys else {
+        let IssuerKeys::Remote(source) = &entry.keys else {
             return first;
         };
+        let remote = &source.keys;
         match first {
             Err(AuthError::UnknownKid | AuthError::NoKeys | AuthError::AlgNotAllowed) => {
                 // The provider may have rotated: refetch (rate-limited, shared).

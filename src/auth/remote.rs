@@ -5,7 +5,7 @@
 //! The unknown-kid refetch is the dangerous path: anyone can send tokens with
 //! random kids. So refetches are serialised behind one lock (concurrent callers
 //! share the fetch in flight) and happen at most once per
-//! [`Tuning::min_refetch`] per issuer. A failed fetch or a document with no
+//! the issuer's `refetch_interval`. A failed fetch or a document with no
 //! usable key never replaces the last good set.
 
 use std::path::Path;
@@ -22,11 +22,10 @@ use super::keys::KeySet;
 use super::AuthSetupError;
 use crate::config::{IssuerConfig, KeySource};
 
-/// Timing and size knobs; tests shorten them.
+/// Timing and size knobs; tests shorten them. (The unknown-kid refetch
+/// interval is the issuer's `refetch_interval`.)
 #[derive(Debug, Clone)]
 pub struct Tuning {
-    /// At most one unknown-kid refetch per issuer per this long.
-    pub min_refetch: Duration,
     /// Refresh period when the provider sends no `max-age`.
     pub default_ttl: Duration,
     pub min_ttl: Duration,
@@ -41,7 +40,6 @@ pub struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         Self {
-            min_refetch: Duration::from_secs(10),
             default_ttl: Duration::from_secs(5 * 60),
             min_ttl: Duration::from_secs(60),
             max_ttl: Duration::from_secs(24 * 60 * 60),
@@ -67,6 +65,8 @@ pub struct RemoteKeys {
     endpoint: Endpoint,
     fetcher: Fetcher,
     tuning: Tuning,
+    /// At most one unknown-kid refetch per this long (`refetch_interval`).
+    min_refetch: Duration,
     current: ArcSwapOption<KeySet>,
     /// The `jwks_uri` found by discovery, reused until a fetch from it fails.
     discovered: parking_lot::Mutex<Option<String>>,
@@ -78,12 +78,19 @@ pub struct RemoteKeys {
 }
 
 impl RemoteKeys {
-    pub fn new(issuer_id: String, endpoint: Endpoint, fetcher: Fetcher, tuning: Tuning) -> Self {
+    pub fn new(
+        issuer_id: String,
+        endpoint: Endpoint,
+        fetcher: Fetcher,
+        tuning: Tuning,
+        min_refetch: Duration,
+    ) -> Self {
         Self {
             issuer_id,
             endpoint,
             fetcher,
             tuning,
+            min_refetch,
             current: ArcSwapOption::empty(),
             discovered: parking_lot::Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(None),
@@ -105,7 +112,7 @@ impl RemoteKeys {
         if self.attempts.load(Ordering::Acquire) != seen {
             return;
         }
-        if last.is_some_and(|t| t.elapsed() < self.tuning.min_refetch) {
+        if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
             return;
         }
         *last = Some(Instant::now());

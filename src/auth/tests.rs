@@ -16,7 +16,7 @@ use super::{AuthError, Authenticator};
 use crate::config::{IssuerConfig, KeySource};
 
 async fn auth(issuers: &[IssuerConfig]) -> Arc<Authenticator> {
-    Authenticator::new(issuers, CancellationToken::new())
+    Authenticator::new(issuers, CancellationToken::new(), None)
         .await
         .unwrap()
 }
@@ -260,7 +260,6 @@ async fn oversized_and_garbage_tokens_are_malformed() {
 
 fn quick() -> Tuning {
     Tuning {
-        min_refetch: Duration::from_millis(500),
         default_ttl: Duration::from_secs(3600),
         min_ttl: Duration::from_secs(3600),
         retry_min: Duration::from_secs(3600),
@@ -277,8 +276,9 @@ fn jwks(keys: &[serde_json::Value]) -> String {
 async fn remote(server: &TestServer, keys: KeySource) -> (Arc<Authenticator>, CancellationToken) {
     let mut cfg = issuer("idp", &[ES256], keys);
     cfg.issuer = Some(server.url(""));
+    cfg.refetch_interval = Duration::from_millis(500);
     let stop = CancellationToken::new();
-    let a = Authenticator::with_tuning(&[cfg], stop.clone(), quick())
+    let a = Authenticator::with_tuning(&[cfg], stop.clone(), quick(), None)
         .await
         .unwrap();
     (a, stop)
@@ -422,12 +422,13 @@ async fn https_jwks_trusts_only_the_configured_ca() {
     let url = format!("https://localhost:{}/jwks", server.addr.port());
     let mut cfg = issuer("tls", &[ES256], KeySource::JwksUrl(url));
     // Without the CA (system roots only) the self-signed server is not trusted.
-    let untrusted = Authenticator::with_tuning(&[cfg.clone()], CancellationToken::new(), quick())
-        .await
-        .unwrap();
+    let untrusted =
+        Authenticator::with_tuning(&[cfg.clone()], CancellationToken::new(), quick(), None)
+            .await
+            .unwrap();
     assert_eq!(untrusted.issuers_without_keys(), vec!["tls".to_string()]);
     cfg.ca = Some(pem_file(&dir, "ca.pem", &ca_pem));
-    let a = Authenticator::with_tuning(&[cfg], CancellationToken::new(), quick())
+    let a = Authenticator::with_tuning(&[cfg], CancellationToken::new(), quick(), None)
         .await
         .unwrap();
     assert!(a.issuers_without_keys().is_empty());
@@ -438,4 +439,49 @@ async fn https_jwks_trusts_only_the_configured_ca() {
         Some("t1"),
     );
     assert!(a.verify(&token, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_reload_keeps_remote_keys_whose_source_is_unchanged() {
+    let server = TestServer::start().await;
+    server.set("/jwks", Reply::ok(jwks(&[testutil::ec256().jwk("k1")])));
+    let (a, stop) = remote(&server, KeySource::JwksUrl(server.url("/jwks"))).await;
+    assert_eq!(server.hits("/jwks"), 1);
+    let token = sign(
+        ES256,
+        &claims(json!({"iss": server.url("")})),
+        &testutil::ec256().encoding_key(),
+        Some("k1"),
+    );
+    // The provider goes down; a reload builds a new authenticator from the
+    // same settings (one issuer's policy changed: a longer leeway).
+    server.set(
+        "/jwks",
+        Reply {
+            status: 500,
+            ..Reply::ok("")
+        },
+    );
+    let mut cfg = issuer("idp", &[ES256], KeySource::JwksUrl(server.url("/jwks")));
+    cfg.issuer = Some(server.url(""));
+    cfg.refetch_interval = Duration::from_millis(500);
+    cfg.leeway = Duration::from_secs(120);
+    let b = Authenticator::with_tuning(&[cfg.clone()], stop.clone(), quick(), Some(&a))
+        .await
+        .unwrap();
+    drop(a);
+    assert!(b.issuers_without_keys().is_empty());
+    assert_eq!(server.hits("/jwks"), 1, "the kept set is not fetched again");
+    assert_eq!(
+        b.verify(&token, None).await.unwrap().leeway,
+        Duration::from_secs(120)
+    );
+
+    // A changed key source starts afresh: no keys while its provider is down.
+    cfg.keys = KeySource::JwksUrl(server.url("/other"));
+    let c = Authenticator::with_tuning(&[cfg], stop.clone(), quick(), Some(&b))
+        .await
+        .unwrap();
+    assert_eq!(c.issuers_without_keys(), vec!["idp".to_string()]);
+    stop.cancel();
 }

@@ -162,6 +162,7 @@ pub fn sign(alg: Algorithm, claims: &Value, key: &EncodingKey, kid: Option<&str>
 
 pub fn issuer(id: &str, algorithms: &[Algorithm], keys: KeySource) -> IssuerConfig {
     IssuerConfig {
+        refetch_interval: std::time::Duration::from_secs(1),
         id: id.into(),
         issuer: None,
         audiences: vec![],

@@ -63,6 +63,11 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
         .as_ref()
         .map(|ca| cx.file(ca, path.key("ca"), files::check_cert_chain));
     let leeway = cx.duration(&raw.leeway, path.key("leeway"), DEFAULT_LEEWAY);
+    let refetch_interval = cx.duration(
+        &raw.refetch_interval,
+        path.key("refetch_interval"),
+        DEFAULT_REFETCH_INTERVAL,
+    );
     let audiences = raw.audiences.clone().unwrap_or_default();
     for (i, a) in audiences.iter().enumerate() {
         if a.is_empty() {
@@ -90,6 +95,7 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
         },
         leeway,
         required_claims,
+        refetch_interval,
     })
 }
 

@@ -34,6 +34,20 @@ pub struct Config {
     /// Extension (`workers`): I/O worker threads; `None`: one per core.
     /// Read at start only (a reload keeps the running count).
     pub workers: Option<usize>,
+    /// Extension (`readyz`): what `/readyz` requires of the issuers' keys.
+    pub readyz: Readiness,
+}
+
+/// What `/readyz` requires of the issuers' keys (`readyz:` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Readiness {
+    /// Every issuer has keys (default, the contract's reading): a pod whose
+    /// routes would refuse some tokens is not ready.
+    #[default]
+    AllIssuers,
+    /// At least one issuer has keys: one unreachable identity provider does
+    /// not keep a pod out of the load balancer for the routes of the others.
+    AnyIssuer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +108,11 @@ pub struct IssuerConfig {
     pub ca: Option<PathBuf>,
     pub leeway: Duration,
     pub required_claims: Vec<String>,
+    /// Extension (`refetch_interval`, remote key sets): a token naming an
+    /// unknown `kid` triggers a fetch when the last one is at least this old,
+    /// so a rotated-in key is accepted within it, and a flood of random kids
+    /// costs at most one fetch per interval.
+    pub refetch_interval: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -281,6 +300,8 @@ pub struct DemoConfig {
 // === defaults (the CONTRACT's) ===
 
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// `issuers[].refetch_interval` when not set.
+pub const DEFAULT_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_SESSIONS: usize = 100_000;

@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub demo: Option<RawDemo>,
     pub workers: Option<u64>,
+    pub readyz: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,7 @@ pub struct RawIssuer {
     pub ca: Option<String>,
     pub leeway: Option<Scalar>,
     pub required_claims: Option<Vec<String>>,
+    pub refetch_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

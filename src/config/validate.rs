@@ -212,6 +212,17 @@ pub(crate) fn validate(
             None
         }
     };
+    let readyz = match raw.readyz.as_deref() {
+        None | Some("all_issuers") => Readiness::AllIssuers,
+        Some("any_issuer") => Readiness::AnyIssuer,
+        Some(other) => {
+            cx.err(
+                root.key("readyz"),
+                format!("unknown value `{other}`; use all_issuers or any_issuer"),
+            );
+            Readiness::AllIssuers
+        }
+    };
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -228,6 +239,7 @@ pub(crate) fn validate(
         limits,
         demo,
         workers,
+        readyz,
     })
 }
 
