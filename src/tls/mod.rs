@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -19,17 +20,23 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
 
+/// Messages name the file and what was expected in it, never its contents
+/// (a key file's bytes are a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: no PEM certificate found")]
+    #[error("{path} is not valid PEM: {what}")]
+    Pem { path: String, what: &'static str },
+    #[error(
+        "{path} holds no certificate; expected one or more `-----BEGIN CERTIFICATE-----` blocks"
+    )]
     NoCert { path: String },
-    #[error("{path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found")]
+    #[error("{path} holds no private key; expected a PEM key in PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) form")]
     NoKey { path: String },
     #[error("{path}: {source}")]
     Rustls {
@@ -47,18 +54,33 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::clone(P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+/// Maps a PEM reader error to one that says what kind of damage the file
+/// has, without quoting it.
+fn pem_error(path: &Path, error: pem::Error) -> TlsError {
+    let path = path.display().to_string();
+    let what = match error {
+        pem::Error::Io(source) => return TlsError::Read { path, source },
+        pem::Error::MissingSectionEnd { .. } => {
+            "a `-----BEGIN` block has no matching `-----END` line"
+        }
+        pem::Error::IllegalSectionStart { .. } => "a `-----BEGIN` line is malformed",
+        pem::Error::Base64Decode(_) => "a PEM block is not valid base64",
+        pem::Error::SectionTooLarge => "a PEM block is too large",
+        // `NoItemsFound` is mapped by the callers; any later variant is
+        // still a malformed file.
+        _ => "malformed PEM",
+    };
+    TlsError::Pem { path, what }
 }
 
+/// Every certificate of a PEM file: a server chain or a CA bundle. Other
+/// blocks (a key kept in the same file) are skipped; a damaged block is an
+/// error rather than silently skipped, so a truncated chain is noticed.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCert {
             path: path.display().to_string(),
@@ -67,14 +89,14 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        _ => Err(TlsError::NoKey {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.display().to_string(),
-        }),
-    }
+        },
+        other => pem_error(path, other),
+    })
 }
 
 fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
