@@ -72,8 +72,19 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
         let mut lowered = Vec::new();
         for (j, name) in names.into_iter().flatten().enumerate() {
             let name = name.trim().to_ascii_lowercase();
-            if let Err(msg) = super::patterns::check_host_pattern(&name) {
-                cx.err(p.key("names").index(j), msg);
+            // Server names follow the route `host` grammar, minus IP
+            // literals: a client never sends an address as SNI.
+            let parsed = crate::route::HostPattern::parse(&name);
+            if let Err(e) = parsed {
+                cx.err(
+                    p.key("names").index(j),
+                    format!("the server name {}", e.problem),
+                );
+            } else if name.contains(':') || name.parse::<std::net::Ipv4Addr>().is_ok() {
+                cx.err(
+                    p.key("names").index(j),
+                    "an IP address is never sent as a TLS server name; use the certificate at `cert` for clients that connect by address",
+                );
             } else if !seen.insert(name.clone()) {
                 cx.err(
                     p.key("names").index(j),

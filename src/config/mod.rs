@@ -13,10 +13,10 @@ mod issuers;
 mod listeners;
 mod locate;
 pub mod model;
-mod patterns;
 mod raw;
 mod routes;
 pub mod units;
+mod upstream;
 mod validate;
 
 #[cfg(test)]

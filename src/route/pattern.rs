@@ -42,6 +42,20 @@
 //! below it, segment-aware, so never `/prefixfoo`) and `{name}` segments that
 //! match exactly one non-empty segment. Literal segments are percent-decoded
 //! like request segments and compared case-sensitively.
+//!
+//! This is the one grammar of route patterns: config validation compiles
+//! every pattern with [`HostPattern::parse`] and [`PathPattern::parse`], so a
+//! pattern the config accepts is exactly one the router can match. Its
+//! choices:
+//!
+//! - A parameter name is ASCII letters, digits, `_` and `-`, starting with a
+//!   letter or `_` (`{room}`, `{room_id}`, `{room-id}`); `claims` is taken by
+//!   `{claims.x}` templates. A leading digit (`{1}`) is refused: it reads as
+//!   a positional index, which this syntax does not have.
+//! - `{name}` is a whole segment. Any other brace (`/r-{id}`, `{{x}}`,
+//!   `/a{`) is an error, not a literal: a pattern that other routers read
+//!   as a placeholder must not silently become a literal here. A literal
+//!   brace in a path is written percent-encoded, `%7B` / `%7D`.
 
 use std::fmt;
 
@@ -235,13 +249,13 @@ pub enum PatternProblem {
     HostChar,
     #[error("has an empty label")]
     EmptyLabel,
-    #[error("must start with '/'")]
+    #[error("must start with `/`")]
     NotAbsolute,
     #[error("may only use `*` as a whole last segment, as in `/prefix/*`")]
     MisplacedPathWildcard,
-    #[error("has an empty segment ('//')")]
+    #[error("has an empty segment (`//`)")]
     EmptySegment,
-    #[error("has a malformed parameter: write `{{name}}` as a whole segment, name made of letters, digits, `_` or `-` (not `claims`)")]
+    #[error("has a malformed parameter: write `{{name}}` as a whole segment, the name made of letters, digits, `_` or `-` and starting with a letter or `_` (not `claims`); a literal brace is `%7B` / `%7D`")]
     BadParam,
     #[error("uses the parameter `{{{0}}}` twice")]
     DuplicateParam(String),
@@ -470,7 +484,7 @@ fn parse_segment(raw: &str, before: &[Segment]) -> Result<Segment, PatternProble
     let name = raw
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))
-        .filter(|n| is_param_name(n) && *n != "claims")
+        .filter(|n| is_param_name(n))
         .ok_or(PatternProblem::BadParam)?;
     if before
         .iter()
@@ -481,12 +495,13 @@ fn parse_segment(raw: &str, before: &[Segment]) -> Result<Segment, PatternProble
     Ok(Segment::Param(name.to_owned()))
 }
 
-/// Parameter names: what a `{name}` may hold in paths and templates.
-pub(crate) fn is_param_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+/// Parameter names: what a `{name}` may hold in paths and templates (see
+/// the module doc for why).
+pub fn is_param_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        && name != "claims"
 }
 
 #[cfg(test)]

@@ -261,6 +261,17 @@ fn numbers_equal(a: &Number, b: &Number) -> bool {
     }
 }
 
+/// A claim path as `require[].claim` and `{claims.x}` take it: dot-separated,
+/// non-empty parts without whitespace (`roles`, `realm_access.roles`,
+/// `https://example.com/roles`). Config validation and templates both use
+/// this, so they agree on what a claim path is.
+pub fn is_claim_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('.')
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+}
+
 /// Finds a claim by dotted path (see the module docs for keys that contain
 /// dots). `None` when absent; a present `null` is returned as such.
 pub fn lookup_claim<'v>(claims: &'v Value, path: &str) -> Option<&'v Value> {

@@ -3,6 +3,7 @@
 
 mod errors;
 mod files;
+mod grammar;
 mod loading;
 
 use std::path::{Path, PathBuf};

@@ -291,6 +291,11 @@ fn malformed_path_patterns_are_errors() {
     assert_eq!(path_problem("/{}"), PatternProblem::BadParam);
     assert_eq!(path_problem("/{a b}"), PatternProblem::BadParam);
     assert_eq!(path_problem("/{claims}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{1a}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{-a}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{{a}}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{a}}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/a{"), PatternProblem::BadParam);
     assert_eq!(
         path_problem("/{a}/{a}"),
         PatternProblem::DuplicateParam("a".into())
@@ -303,6 +308,19 @@ fn malformed_path_patterns_are_errors() {
         path_problem("/a%zz"),
         PatternProblem::Segment(PathError::BadEscape)
     );
+}
+
+#[test]
+fn param_names_may_hold_letters_digits_underscore_and_hyphen() {
+    for name in ["room", "room_id", "room-id", "_x", "R2", "a-"] {
+        let p = PathPattern::parse(&format!("/r/{{{name}}}")).expect(name);
+        assert_eq!(p.param_names().collect::<Vec<_>>(), [name]);
+    }
+}
+
+#[test]
+fn literal_braces_are_written_percent_encoded() {
+    assert!(path("/a%7Bb%7D", "/a%7bb%7d").is_some());
 }
 
 #[test]
