@@ -190,8 +190,9 @@ fn every_deploy_yaml_parses_and_embedded_configs_pass_check() {
                 // A standalone config gets its variables from `docker run -e`
                 // (see its header): give each required one a value.
                 for name in required_vars(&config_text) {
+                    // Long enough for the checks on secrets (32+ bytes).
                     vars.entry(name.clone())
-                        .or_insert_with(|| format!("test-value-for-{name}"));
+                        .or_insert_with(|| format!("test-value-for-{name}-0123456789abcdef"));
                 }
             }
             let dir = tempfile::tempdir().unwrap();

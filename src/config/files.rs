@@ -56,6 +56,26 @@ pub fn check_private_key(path: &Path) -> Result<(), FileError> {
     Ok(())
 }
 
+/// A certificate chain and the private key served with it: they must belong
+/// together (the listener's own loader, [`crate::tls::certified_key`]).
+pub fn check_key_pair(cert: &Path, key: &Path) -> Result<(), FileError> {
+    crate::tls::certified_key(cert, key)?;
+    Ok(())
+}
+
+/// A CA bundle whose every certificate is a usable trust anchor, as the
+/// `wss://` and key-fetch clients load it.
+pub fn check_trust_anchors(path: &Path) -> Result<(), FileError> {
+    crate::tls::roots_from(path)?;
+    Ok(())
+}
+
+/// A `client_ca` for mTLS: the verifier a listener builds from it.
+pub fn check_client_ca(path: &Path) -> Result<(), FileError> {
+    crate::tls::client_verifier(path)?;
+    Ok(())
+}
+
 /// A PEM public key of the family the issuer's algorithms need.
 pub fn check_public_key(path: &Path, family: AlgorithmFamily) -> Result<(), FileError> {
     let bytes = read(path)?;

@@ -74,7 +74,7 @@ pub(crate) fn upstream(
     let ca = long
         .ca
         .as_ref()
-        .map(|ca| cx.file(ca, path.key("ca"), files::check_cert_chain));
+        .map(|ca| cx.file(ca, path.key("ca"), files::check_trust_anchors));
     if let Some(rewrite) = &long.path {
         if !rewrite.starts_with('/') {
             cx.err(path.key("path"), "must start with `/`");

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -38,6 +39,8 @@ pub enum TlsError {
     NoCert { path: String },
     #[error("{path} holds no private key; expected a PEM key in PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) form")]
     NoKey { path: String },
+    #[error("{key} is not the private key of the certificate in {cert} (the key's public key differs from the one the certificate names)")]
+    KeyMismatch { cert: String, key: String },
     #[error("{path}: {source}")]
     Rustls {
         path: String,
@@ -99,14 +102,26 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+/// A certificate chain and its key, as a listener serves them. rustls checks
+/// that the key's public key is the one in the leaf certificate's
+/// SubjectPublicKeyInfo; config validation calls this too, so `check` fails on
+/// a mismatched pair exactly as `run` does.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certs(cert)?;
     let key_der = load_key(key)?;
     CertifiedKey::from_der(chain, key_der, &provider())
         .map(Arc::new)
-        .map_err(|source| TlsError::Rustls {
-            path: key.display().to_string(),
-            source,
+        .map_err(|source| match source {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch {
+                    cert: cert.display().to_string(),
+                    key: key.display().to_string(),
+                }
+            }
+            source => TlsError::Rustls {
+                path: key.display().to_string(),
+                source,
+            },
         })
 }
 
@@ -189,16 +204,7 @@ pub fn server_config(
         })?;
     let builder = match &cfg.client_ca {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let roots = roots_from(ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsError::ClientCa {
-                    path: ca.display().to_string(),
-                    what: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
     };
     let mut config = builder.with_cert_resolver(resolver);
     // WebSocket handshakes are HTTP/1.1 only.
@@ -206,7 +212,19 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
+/// The client-certificate verifier for `client_ca` (mTLS).
+pub fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = roots_from(ca)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::ClientCa {
+            path: ca.display().to_string(),
+            what: e.to_string(),
+        })
+}
+
+/// Every certificate of a PEM CA bundle, as trust anchors.
+pub fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|source| TlsError::Rustls {
