@@ -409,16 +409,21 @@ fn check_prints_warnings_and_exits_0() {
     let yaml = good_config().replace(
         "admin:\n  bind: \"127.0.0.1:0\"",
         "admin:\n  bind: \"0.0.0.0:0\"",
+    ) + "  - id: all\n    path: /*\n    upstream: ws://127.0.0.1:9\n    auth: none\n";
+    // The protected route needs a rule for the path-variant warning.
+    let yaml = yaml.replace(
+        "    upstream: ws://127.0.0.1:9\n  - id: all",
+        "    upstream: ws://127.0.0.1:9\n    require: [{claim: roles, any_of: [chat]}]\n  - id: all",
     );
     let (_dir, out) = check(&yaml);
     let (stdout, err) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{err}");
     assert!(
-        stdout.contains("OK") && stdout.contains("(1 warning)"),
+        stdout.contains("OK") && stdout.contains("(2 warnings)"),
         "{stdout}"
     );
     let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: ")).collect();
-    assert_eq!(warnings.len(), 1, "{err}");
+    assert_eq!(warnings.len(), 2, "{err}");
     let admin_line = line_of(&yaml, "0.0.0.0:0");
     assert!(
         err.contains(&format!("gateway.yaml:{admin_line}:")),
@@ -428,4 +433,9 @@ fn check_prints_warnings_and_exits_0() {
         err.contains("admin.bind: the admin listener has no TLS"),
         "{err}"
     );
+    assert!(
+        err.contains("routes[0].path: `/ECHO` (letter case)"),
+        "{err}"
+    );
+    assert!(err.contains("reach routes[1] (`all`)"), "{err}");
 }

@@ -19,6 +19,7 @@ mod routes;
 pub mod units;
 mod upstream;
 mod validate;
+mod variants;
 
 #[cfg(test)]
 mod tests;

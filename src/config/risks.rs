@@ -6,6 +6,7 @@ use super::error::FieldPath;
 use super::model::*;
 use super::raw::{RawConfig, RawTokenSource};
 use super::validate::Ctx;
+use super::variants;
 
 /// A browser sends cookies with a cross-site WebSocket handshake, and a
 /// WebSocket is not covered by CORS: without an `origins` list, any page the
@@ -76,6 +77,7 @@ pub(crate) fn warnings(cx: &mut Ctx, config: &Config) {
             "revocations are kept in memory only: a restart forgets them and revoked tokens are accepted again until they expire; use `store: file` or `store: redis`",
         );
     }
+    variants::warn_skipped_rules(cx, config);
 }
 
 const QUERY_TOKEN: &str = "a token in the query string is written to the access logs of every proxy and load balancer in front, and to browser history; prefer `header`, `subprotocol` or `first_message`";

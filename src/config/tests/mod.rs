@@ -6,6 +6,7 @@ mod errors;
 mod files;
 mod grammar;
 mod loading;
+mod variants;
 
 use std::path::{Path, PathBuf};
 

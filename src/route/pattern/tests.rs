@@ -445,3 +445,27 @@ fn host_pattern_with_one_colon_is_a_port_not_ipv6() {
     assert_eq!(host_problem("cafe:80"), PatternProblem::HostWithPort);
     assert_eq!(normalize_host("cafe:80").as_deref(), Some("cafe"));
 }
+
+#[test]
+fn example_paths_match_their_pattern() {
+    for pattern in [
+        "/",
+        "/*",
+        "/ws",
+        "/rooms/{room}",
+        "/t/{t}/r/*",
+        "/caf%C3%A9 x/{a}",
+        "/a/",
+    ] {
+        let p = PathPattern::parse(pattern).expect("valid");
+        let example = parse_request_path(&p.example("x")).expect("valid request");
+        assert!(
+            p.matches(&example).is_some(),
+            "{pattern}: {}",
+            example.raw()
+        );
+    }
+    let p = PathPattern::parse("/rooms/{room}/*").expect("valid");
+    assert_eq!(p.example("x"), "/rooms/x");
+    assert!(p.is_prefix());
+}
