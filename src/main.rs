@@ -9,9 +9,20 @@ use wsgate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(c) => match wsgate::config::load(&c.config) {
-            Ok(cfg) => {
-                println!("{}", wsgate::config::summary(&cfg));
+        // Every check `run` makes before binding, and the warnings; the
+        // errors all at once.
+        Command::Check(c) => match wsgate::config::load_checked(&c.config) {
+            Ok(checked) => {
+                for w in &checked.warnings {
+                    eprintln!("warning: {w}");
+                }
+                let mut summary = wsgate::config::summary(&checked.config);
+                match checked.warnings.len() {
+                    0 => {}
+                    1 => summary.push_str(" (1 warning)"),
+                    n => summary.push_str(&format!(" ({n} warnings)")),
+                }
+                println!("{summary}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -30,13 +41,26 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(c) => {
-            let cfg = match wsgate::config::load(&c.config) {
-                Ok(cfg) => cfg,
+            let checked = match wsgate::config::load_checked(&c.config) {
+                Ok(checked) => checked,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
+            // Logging starts here rather than in `serve` (which starts it
+            // again, a no-op), so the warnings go out in the configured format.
+            wsgate::telemetry::init(&checked.config.log);
+            for w in &checked.warnings {
+                tracing::warn!(
+                    file = %w.file.display(),
+                    line = w.location.map(|l| l.line),
+                    field = %w.path,
+                    "config: {}",
+                    w.message
+                );
+            }
+            let cfg = checked.config;
             // The control runtime (accept loops, admin, background work):
             // connections and sessions run on the I/O workers (`wsgate::workers`).
             let rt = match tokio::runtime::Builder::new_current_thread()

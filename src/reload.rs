@@ -27,7 +27,17 @@ pub enum ReloadError {
 /// Applies the config file again; returns a one-line summary.
 pub async fn reload(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     let old = gw.snapshot.load_full();
-    let cfg = config::load(&old.config.source)?;
+    let checked = config::load_checked(&old.config.source)?;
+    for w in &checked.warnings {
+        tracing::warn!(
+            file = %w.file.display(),
+            line = w.location.map(|l| l.line),
+            field = %w.path,
+            "config: {}",
+            w.message
+        );
+    }
+    let cfg = checked.config;
     if cfg
         .listeners
         .iter()

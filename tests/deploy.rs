@@ -202,6 +202,7 @@ fn every_deploy_yaml_parses_and_embedded_configs_pass_check() {
                 // A standalone config gets its variables from `docker run -e`
                 // (see its header): give each required one a value.
                 for name in required_vars(&config_text) {
+                    // Long enough for the checks on secrets (32+ bytes).
                     vars.entry(name.clone())
                         .or_insert_with(|| placeholder(&name));
                 }

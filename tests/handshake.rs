@@ -553,7 +553,12 @@ async fn token_from_query_is_stripped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_from_cookie_is_stripped() {
     let up = EchoUpstream::start().await;
-    let gw = Gateway::start(&sources_route(&up.url(), "[{cookie: access_token}]", ""));
+    // A cookie source needs `origins`; this client sends no Origin header.
+    let gw = Gateway::start(&sources_route(
+        &up.url(),
+        "[{cookie: access_token}]",
+        "    origins: [\"https://app.example.com\"]\n",
+    ));
     let t = token("alice", json!({}));
     let cookie = format!("theme=dark; access_token={t}; lang=en");
     let (mut ws, _) = ws_connect(&gw.ws_url("/echo"), &[("cookie", &cookie)])

@@ -155,7 +155,7 @@ impl KeySet {
     pub fn from_public_pem(pem: &[u8]) -> Result<Self, KeyError> {
         // A private key would be "accepted" by the RSA decoder and then fail
         // every signature; say what is wrong instead.
-        if pem.windows(11).any(|w| w == b"PRIVATE KEY") {
+        if holds_private_key(pem) {
             return Err(KeyError::PrivateKeyGiven);
         }
         let (kind, key) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
@@ -238,6 +238,21 @@ impl KeySet {
         out.truncate(MAX_CANDIDATES);
         Lookup::Keys(out)
     }
+}
+
+/// Whether any PEM block is a private key (PKCS#8, PKCS#1 or SEC1), read
+/// with the PEM parser rustls uses rather than by searching the text.
+fn holds_private_key(pem: &[u8]) -> bool {
+    use rustls::pki_types::pem::{PemObject, SectionKind};
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem).any(|section| {
+        matches!(
+            section,
+            Ok((
+                SectionKind::PrivateKey | SectionKind::RsaPrivateKey | SectionKind::EcPrivateKey,
+                _
+            ))
+        )
+    })
 }
 
 fn key_from_jwk(jwk: &Jwk, allow_symmetric: bool) -> Option<VerifyKey> {

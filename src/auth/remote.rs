@@ -287,14 +287,10 @@ fn load_ca(issuer: &str, path: &Path) -> Result<rustls::RootCertStore, AuthSetup
         path: path.to_path_buf(),
         reason,
     };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    // The TLS module's reader, so a CA file is read the same way everywhere.
     let mut store = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-        let cert = cert.map_err(|e| err(e.to_string()))?;
+    for cert in crate::tls::load_certs(path).map_err(|e| err(e.to_string()))? {
         store.add(cert).map_err(|e| err(e.to_string()))?;
-    }
-    if store.is_empty() {
-        return Err(err("no certificate found".into()));
     }
     Ok(store)
 }

@@ -5,7 +5,6 @@
 //!
 //! Messages name the file and what was expected in it, never its contents.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
@@ -18,16 +17,10 @@ pub enum FileError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not valid PEM: {source}", path.display())]
-    Pem {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{} holds no certificate; expected one or more `-----BEGIN CERTIFICATE-----` blocks", path.display())]
-    NoCertificate { path: PathBuf },
-    #[error("{} holds no private key; expected a PEM key in PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) form", path.display())]
-    NoPrivateKey { path: PathBuf },
+    /// Certificates and keys are read by the TLS module's own readers, so
+    /// `check` accepts exactly the files a listener would load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{} is not a PEM {family} public key, as the issuer's algorithms require ({reason})", path.display())]
     PublicKey {
         path: PathBuf,
@@ -53,36 +46,34 @@ fn read(path: &Path) -> Result<Vec<u8>, FileError> {
 
 /// A PEM file with at least one certificate: a server chain or a CA bundle.
 pub fn check_cert_chain(path: &Path) -> Result<(), FileError> {
-    let bytes = read(path)?;
-    let mut count = 0;
-    for cert in rustls_pemfile::certs(&mut BufReader::new(bytes.as_slice())) {
-        cert.map_err(|source| FileError::Pem {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        count += 1;
-    }
-    if count == 0 {
-        return Err(FileError::NoCertificate {
-            path: path.to_path_buf(),
-        });
-    }
+    crate::tls::load_certs(path)?;
     Ok(())
 }
 
 /// A PEM private key in PKCS#8, PKCS#1 or SEC1 form.
 pub fn check_private_key(path: &Path) -> Result<(), FileError> {
-    let bytes = read(path)?;
-    match rustls_pemfile::private_key(&mut BufReader::new(bytes.as_slice())) {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(FileError::NoPrivateKey {
-            path: path.to_path_buf(),
-        }),
-        Err(source) => Err(FileError::Pem {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
+    crate::tls::load_key(path)?;
+    Ok(())
+}
+
+/// A certificate chain and the private key served with it: they must belong
+/// together (the listener's own loader, [`crate::tls::certified_key`]).
+pub fn check_key_pair(cert: &Path, key: &Path) -> Result<(), FileError> {
+    crate::tls::certified_key(cert, key)?;
+    Ok(())
+}
+
+/// A CA bundle whose every certificate is a usable trust anchor, as the
+/// `wss://` and key-fetch clients load it.
+pub fn check_trust_anchors(path: &Path) -> Result<(), FileError> {
+    crate::tls::roots_from(path)?;
+    Ok(())
+}
+
+/// A `client_ca` for mTLS: the verifier a listener builds from it.
+pub fn check_client_ca(path: &Path) -> Result<(), FileError> {
+    crate::tls::client_verifier(path)?;
+    Ok(())
 }
 
 /// A PEM public key of the family the issuer's algorithms need.

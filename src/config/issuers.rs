@@ -61,7 +61,7 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
     let ca = raw
         .ca
         .as_ref()
-        .map(|ca| cx.file(ca, path.key("ca"), files::check_cert_chain));
+        .map(|ca| cx.file(ca, path.key("ca"), files::check_trust_anchors));
     let leeway = cx.duration(&raw.leeway, path.key("leeway"), DEFAULT_LEEWAY);
     let refetch_interval = cx.duration(
         &raw.refetch_interval,
@@ -69,6 +69,16 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
         DEFAULT_REFETCH_INTERVAL,
     );
     let audiences = raw.audiences.clone().unwrap_or_default();
+    // Without an audience check, a token the same identity provider issued
+    // for any other service (another app, another API) is accepted here.
+    if raw.audiences.is_none() {
+        cx.err(path.key("audiences"), "missing; list the `aud` values of tokens meant for this gateway, e.g. `audiences: [\"chat\"]` (without it, a token the issuer made for any other service is accepted)");
+    } else if audiences.is_empty() {
+        cx.err(
+            path.key("audiences"),
+            "empty; list the `aud` values of tokens meant for this gateway, e.g. [\"chat\"]",
+        );
+    }
     for (i, a) in audiences.iter().enumerate() {
         if a.is_empty() {
             cx.err(path.key("audiences").index(i), "empty audience");
@@ -83,6 +93,7 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
             cx.err(path.key("required_claims").index(i), "empty claim name");
         }
     }
+    let keys = keys.and_then(|k| load_keys(cx, k, path.key("keys")));
     Some(IssuerConfig {
         id: id?.clone(),
         issuer: raw.issuer.clone(),
@@ -97,6 +108,29 @@ fn issuer(cx: &mut Ctx, raw: &RawIssuer, path: FieldPath) -> Option<IssuerConfig
         required_claims,
         refetch_interval,
     })
+}
+
+/// Decodes the issuer's local keys as the authenticator does at startup, so
+/// a key file that parses but holds nothing usable (a JWKS whose keys are all
+/// for encryption, an EC curve the verifier lacks) fails here too. Remote
+/// sources are fetched by `run` only; `check` does not reach the network.
+fn load_keys(cx: &mut Ctx, keys: KeySource, path: FieldPath) -> Option<KeySource> {
+    use crate::auth::keys::{load_local, KeyError, LocalKeyError};
+    let (key, message) = match load_local(&keys) {
+        Ok(_) => return Some(keys),
+        // serde_json's message may quote the file; its reader already passed.
+        Err(LocalKeyError::Key {
+            source: KeyError::NotJwks(_),
+            ..
+        }) => ("jwks_file", "is not a JWKS document".to_owned()),
+        Err(e @ LocalKeyError::Secret(_)) => ("secret", e.to_string()),
+        Err(e) => match &keys {
+            KeySource::JwksFile(_) => ("jwks_file", e.to_string()),
+            _ => ("public_key", e.to_string()),
+        },
+    };
+    cx.err(path.key(key), message);
+    None
 }
 
 fn algorithms(cx: &mut Ctx, raw: Option<&[String]>, path: FieldPath) -> Option<Vec<Algorithm>> {
@@ -137,6 +171,16 @@ fn algorithms(cx: &mut Ctx, raw: Option<&[String]>, path: FieldPath) -> Option<V
         }
     }
     ok.then_some(out)
+}
+
+/// The shortest HMAC key RFC 7518 allows for `alg`: the hash's output size.
+fn hmac_key_bytes(alg: Algorithm) -> Option<usize> {
+    match alg {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
+    }
 }
 
 fn family_name(f: AlgorithmFamily) -> &'static str {
@@ -197,6 +241,19 @@ fn key_source(
                 "empty secret; set a long random value (e.g. from ${JWT_SECRET})",
             );
             return None;
+        }
+        let longest = algorithms
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|alg| hmac_key_bytes(*alg).map(|n| (*alg, n)))
+            .max_by_key(|(_, n)| *n);
+        if let Some((alg, needed)) = longest {
+            // Bytes of the string, as the verifier uses them. The length is
+            // not quoted: even that says something about a secret.
+            if secret.len() < needed {
+                cx.err(path.key("secret"), format!("too short for {alg:?}: an HMAC key must be at least as long as the hash, {needed} bytes (RFC 7518, section 3.2); set a random value of {needed} bytes or more, e.g. from `openssl rand -base64 {needed}`"));
+                return None;
+            }
         }
         return Some(KeySource::Secret(secret.clone()));
     }

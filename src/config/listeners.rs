@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use super::error::FieldPath;
 use super::files;
@@ -56,10 +57,11 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
             "add `key: server.key` (a PEM private key)",
         )
         .and_then(|k| cx.file(k, path.key("key"), files::check_private_key));
+    let pair_ok = key_pair(cx, cert.as_deref(), key.as_deref(), path.key("key"));
     let client_ca = raw
         .client_ca
         .as_ref()
-        .map(|ca| cx.file(ca, path.key("client_ca"), files::check_cert_chain));
+        .map(|ca| cx.file(ca, path.key("client_ca"), files::check_client_ca));
     let mut sni = Vec::new();
     let mut seen = HashSet::new();
     for (i, s) in raw.sni.iter().flatten().enumerate() {
@@ -72,8 +74,19 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
         let mut lowered = Vec::new();
         for (j, name) in names.into_iter().flatten().enumerate() {
             let name = name.trim().to_ascii_lowercase();
-            if let Err(msg) = super::patterns::check_host_pattern(&name) {
-                cx.err(p.key("names").index(j), msg);
+            // Server names follow the route `host` grammar, minus IP
+            // literals: a client never sends an address as SNI.
+            let parsed = crate::route::HostPattern::parse(&name);
+            if let Err(e) = parsed {
+                cx.err(
+                    p.key("names").index(j),
+                    format!("the server name {}", e.problem),
+                );
+            } else if name.contains(':') || name.parse::<std::net::Ipv4Addr>().is_ok() {
+                cx.err(
+                    p.key("names").index(j),
+                    "an IP address is never sent as a TLS server name; use the certificate at `cert` for clients that connect by address",
+                );
             } else if !seen.insert(name.clone()) {
                 cx.err(
                     p.key("names").index(j),
@@ -94,7 +107,8 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
         let key = cx
             .required(&s.key, p.key("key"), "add `key: chat.key`")
             .and_then(|k| cx.file(k, p.key("key"), files::check_private_key));
-        if let (Some(cert), Some(key)) = (cert, key) {
+        let sni_pair_ok = key_pair(cx, cert.as_deref(), key.as_deref(), p.key("key"));
+        if let (Some(cert), Some(key), true) = (cert, key, sni_pair_ok) {
             sni.push(SniCert {
                 names: lowered,
                 cert,
@@ -102,6 +116,7 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
             });
         }
     }
+    pair_ok.then_some(())?;
     Some(TlsConfig {
         cert: cert?,
         key: key?,
@@ -114,12 +129,38 @@ fn tls(cx: &mut Ctx, raw: &RawTls, path: FieldPath) -> Option<TlsConfig> {
     })
 }
 
+/// Shortest admin token accepted: a bearer token guessed over the network
+/// must not be within reach, and a short one is usually a placeholder.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Whether a listener's `cert` and `key` belong together; `true` when either
+/// is missing or unreadable (that error is reported already).
+fn key_pair(cx: &mut Ctx, cert: Option<&Path>, key: Option<&Path>, path: FieldPath) -> bool {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return true;
+    };
+    match files::check_key_pair(cert, key) {
+        Ok(()) => true,
+        Err(e) => {
+            cx.err(path, e.to_string());
+            false
+        }
+    }
+}
+
 pub(crate) fn admin(cx: &mut Ctx, raw: &RawAdmin, path: FieldPath) -> Option<AdminConfig> {
     let token = match raw.token.as_deref() {
         Some(t) if t.trim().is_empty() => {
             cx.err(
                 path.key("token"),
                 "empty; set a token, or remove the key (then /admin/* is refused to everyone)",
+            );
+            None
+        }
+        Some(t) if t.chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+            cx.err(
+                path.key("token"),
+                format!("shorter than {MIN_ADMIN_TOKEN_CHARS} characters; use a long random value, e.g. from `openssl rand -hex 32`"),
             );
             None
         }
@@ -131,6 +172,12 @@ pub(crate) fn admin(cx: &mut Ctx, raw: &RawAdmin, path: FieldPath) -> Option<Adm
         "add `bind: \"127.0.0.1:9090\"`",
     )?;
     let bind = cx.bind(bind, path.key("bind"))?;
+    if !bind.ip().is_loopback() {
+        cx.warn(
+            path.key("bind"),
+            "the admin listener has no TLS, yet this address is reachable from other machines: the admin token and the session list cross the network in clear; bind it to 127.0.0.1 (or a private interface behind a TLS proxy)",
+        );
+    }
     Some(AdminConfig { bind, token })
 }
 

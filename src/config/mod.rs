@@ -13,11 +13,13 @@ mod issuers;
 mod listeners;
 mod locate;
 pub mod model;
-mod patterns;
 mod raw;
+mod risks;
 mod routes;
 pub mod units;
+mod upstream;
 mod validate;
+mod variants;
 
 #[cfg(test)]
 mod tests;
@@ -30,9 +32,27 @@ pub use error::{ConfigError, ConfigErrors, FieldPath, Location, Segment};
 pub use model::*;
 pub use units::{parse_duration, parse_size, UnitError};
 
+/// A config that passed every check, and the risky settings in it that
+/// `wsgate check` prints and `run` logs without refusing them.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    /// Located like errors (`file:line:column: path: message`).
+    pub warnings: Vec<ConfigError>,
+}
+
 /// Reads, expands (from the process environment), parses and validates the
 /// config at `path`. Relative paths inside it are resolved against its folder.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_checked(path).map(|c| c.config)
+}
+
+/// Like [`load`], with the warnings. This is `wsgate check`: validation
+/// builds, without binding a socket or reaching the network, every part of
+/// the runtime that can fail on a config (TLS certificates with their keys,
+/// client CAs, trust anchors, issuer keys, route patterns and templates, the
+/// Redis client), with the same code `run` uses.
+pub fn load_checked(path: &Path) -> Result<Checked, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::single(ConfigError::new(
             path,
@@ -40,7 +60,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             format!("cannot read the config file: {e}"),
         ))
     })?;
-    load_str(&text, path, |name| std::env::var(name).ok())
+    load_str_checked(&text, path, |name| std::env::var(name).ok())
 }
 
 /// Like [`load`], for text already in memory. `source` names the file in
@@ -50,7 +70,16 @@ pub fn load_str(
     source: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let with_locations = |errors: Vec<ConfigError>| {
+    load_str_checked(text, source, env).map(|c| c.config)
+}
+
+/// Like [`load_str`], with the warnings.
+pub fn load_str_checked(
+    text: &str,
+    source: &Path,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Checked, ConfigErrors> {
+    let located = |errors: Vec<ConfigError>| {
         let mut errors: Vec<ConfigError> = errors
             .into_iter()
             .map(|e| match e.location {
@@ -64,8 +93,9 @@ pub fn load_str(
         // In file order, so the list reads alongside the file; problems with
         // no position (a missing top-level key) come first.
         errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
-        ConfigErrors(errors)
+        errors
     };
+    let with_locations = |errors: Vec<ConfigError>| ConfigErrors(located(errors));
 
     let mut tree: Value = serde_yaml::from_str(text).map_err(|e| {
         let location = e.location().map(|l| Location {
@@ -97,7 +127,12 @@ pub fn load_str(
         with_locations(vec![ConfigError::new(source, path, message)])
     })?;
 
-    validate::validate(&raw, source, &config_dir(source)).map_err(with_locations)
+    let (config, warnings) =
+        validate::validate(&raw, source, &config_dir(source)).map_err(with_locations)?;
+    Ok(Checked {
+        config,
+        warnings: located(warnings),
+    })
 }
 
 /// One line for `wsgate check`, e.g.

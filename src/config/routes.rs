@@ -3,15 +3,14 @@
 
 use std::collections::HashSet;
 
+use http::HeaderName;
+
 use super::error::FieldPath;
-use super::files;
 use super::model::*;
-use super::patterns::{
-    check_host_pattern, check_origin, forward_header_name, is_claim_path, parse_upstream_url,
-    path_params, placeholders,
-};
 use super::raw::*;
+use super::upstream::upstream;
 use super::validate::{token_sources, Ctx};
+use crate::route::{is_claim_path, HostPattern, PathPattern, Placeholder, Template};
 
 pub(crate) fn routes(
     cx: &mut Ctx,
@@ -52,12 +51,14 @@ fn route(
     if id.is_some_and(|id| id.trim().is_empty()) {
         cx.err(path.key("id"), "empty; give the route a name");
     }
+    // Patterns are compiled by the router's own parser, so the config accepts
+    // exactly what the router can match.
     let host = raw.host.as_ref().and_then(|h| {
         let h = h.trim().to_ascii_lowercase();
-        match check_host_pattern(&h) {
-            Ok(()) => Some(Some(h)),
-            Err(msg) => {
-                cx.err(path.key("host"), msg);
+        match HostPattern::parse(&h) {
+            Ok(_) => Some(Some(h)),
+            Err(e) => {
+                cx.err(path.key("host"), format!("the host pattern {}", e.problem));
                 None
             }
         }
@@ -68,10 +69,10 @@ fn route(
         path.key("path"),
         "add `path: /ws` (or `/prefix/*`)",
     );
-    let params = pattern.and_then(|p| match path_params(p) {
-        Ok(params) => Some(params),
-        Err(msg) => {
-            cx.err(path.key("path"), msg);
+    let params: Option<Vec<String>> = pattern.and_then(|p| match PathPattern::parse(p) {
+        Ok(compiled) => Some(compiled.param_names().map(str::to_owned).collect()),
+        Err(e) => {
+            cx.err(path.key("path"), format!("the pattern {}", e.problem));
             None
         }
     });
@@ -177,15 +178,59 @@ fn route(
     })
 }
 
-/// Every `{name}` in `template` must be a parameter of the route's path.
-fn check_params(cx: &mut Ctx, template: &str, params: Option<&[String]>, path: &FieldPath) {
-    match placeholders(template) {
-        Err(msg) => cx.err(path.clone(), msg),
-        Ok(names) => {
-            let Some(params) = params else { return };
-            for name in names {
+/// Where a template is used, which decides the placeholders it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TemplateUse {
+    /// A `forward.headers` value: claims (on a route with a token) and
+    /// path parameters.
+    Header(AuthMode),
+    /// `upstream.path`: path parameters only.
+    Path,
+    /// A `require` value: path parameters only.
+    RuleValue,
+}
+
+/// Parses `text` with the runtime's [`Template::parse`] and checks that each
+/// placeholder can be filled where the template is used: every `{name}` is a
+/// parameter of the route's path (when the path is valid, `params`), and
+/// `{claims.x}` only where a token's claims exist.
+pub(crate) fn check_template(
+    cx: &mut Ctx,
+    text: &str,
+    params: Option<&[String]>,
+    usage: TemplateUse,
+    path: &FieldPath,
+) {
+    let template = match Template::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            cx.err(path.clone(), format!("invalid template: {e}"));
+            return;
+        }
+    };
+    for placeholder in template.placeholders() {
+        match (placeholder, usage) {
+            (Placeholder::Claim(_), TemplateUse::Header(AuthMode::Required)) => {}
+            (Placeholder::Claim(_), TemplateUse::Header(AuthMode::None)) => cx.err(
+                path.clone(),
+                "`{claims...}` needs a token, but this route has `auth: none`",
+            ),
+            (Placeholder::Claim(_), TemplateUse::Path) => cx.err(
+                path.clone(),
+                "`{claims...}` cannot be used in a path rewrite; forward the claim in a header",
+            ),
+            (Placeholder::Claim(_), TemplateUse::RuleValue) => cx.err(
+                path.clone(),
+                "a rule's value can hold path parameters only; compare claims with `claim:`",
+            ),
+            (Placeholder::Param(name), _) => {
+                let Some(params) = params else { continue };
                 if !params.iter().any(|p| p == name) {
-                    cx.err(path.clone(), unknown_param(name, params));
+                    let mut msg = unknown_param(name, params);
+                    if matches!(usage, TemplateUse::Header(_)) {
+                        msg.push_str("; use `{claims.NAME}` for a claim");
+                    }
+                    cx.err(path.clone(), msg);
                 }
             }
         }
@@ -201,92 +246,6 @@ fn unknown_param(name: &str, params: &[String]) -> String {
             params.join(", ")
         )
     }
-}
-
-fn upstream(
-    cx: &mut Ctx,
-    raw: &RawUpstream,
-    params: Option<&[String]>,
-    path: FieldPath,
-) -> Option<UpstreamConfig> {
-    let long = match raw {
-        RawUpstream::Url(url) => {
-            return match parse_upstream_url(url) {
-                Ok(u) => Some(UpstreamConfig {
-                    urls: vec![u],
-                    balance: Balance::RoundRobin,
-                    connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                    ca: None,
-                    path: None,
-                }),
-                Err(msg) => {
-                    cx.err(path, msg);
-                    None
-                }
-            };
-        }
-        RawUpstream::Long(long) => long,
-    };
-    let list = cx.required(
-        &long.urls,
-        path.key("urls"),
-        "add `urls: [ws://127.0.0.1:9001]`",
-    );
-    if list.is_some_and(|l| l.is_empty()) {
-        cx.err(
-            path.key("urls"),
-            "empty; list at least one ws:// or wss:// URL",
-        );
-    }
-    let mut urls = Vec::new();
-    let mut urls_ok = list.is_some();
-    for (i, url) in list.into_iter().flatten().enumerate() {
-        match parse_upstream_url(url) {
-            Ok(u) => urls.push(u),
-            Err(msg) => {
-                urls_ok = false;
-                cx.err(path.key("urls").index(i), msg);
-            }
-        }
-    }
-    let balance = cx.choice(
-        &long.balance,
-        path.key("balance"),
-        &[
-            ("round_robin", Balance::RoundRobin),
-            ("least_connections", Balance::LeastConnections),
-        ],
-        Balance::RoundRobin,
-    );
-    let connect_timeout = cx.duration(
-        &long.connect_timeout,
-        path.key("connect_timeout"),
-        DEFAULT_CONNECT_TIMEOUT,
-    );
-    if connect_timeout.is_zero() {
-        cx.err(path.key("connect_timeout"), "must be longer than 0");
-    }
-    let ca = long
-        .ca
-        .as_ref()
-        .map(|ca| cx.file(ca, path.key("ca"), files::check_cert_chain));
-    if let Some(rewrite) = &long.path {
-        if !rewrite.starts_with('/') {
-            cx.err(path.key("path"), "must start with `/`");
-        }
-        check_params(cx, rewrite, params, &path.key("path"));
-    }
-    (urls_ok && !urls.is_empty()).then_some(())?;
-    Some(UpstreamConfig {
-        urls,
-        balance,
-        connect_timeout,
-        ca: match ca {
-            Some(ca) => Some(ca?),
-            None => None,
-        },
-        path: long.path.clone(),
-    })
 }
 
 fn require(
@@ -346,7 +305,7 @@ fn list_op(
         return None;
     }
     for (i, value) in list.iter().enumerate() {
-        check_params(cx, value, params, &path.index(i));
+        check_template(cx, value, params, TemplateUse::RuleValue, &path.index(i));
     }
     Some(list.to_vec())
 }
@@ -358,7 +317,9 @@ fn equals_op(
     path: FieldPath,
 ) -> Option<RuleOp> {
     match value {
-        serde_json::Value::String(s) => check_params(cx, s, params, &path),
+        serde_json::Value::String(s) => {
+            check_template(cx, s, params, TemplateUse::RuleValue, &path)
+        }
         serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
         _ => {
             cx.err(
@@ -411,34 +372,7 @@ fn forward(
                 "not a valid header value (control characters or non-ASCII text)",
             );
         }
-        match placeholders(template) {
-            Err(msg) => cx.err(p.clone(), msg),
-            Ok(names) => {
-                for name in names {
-                    if let Some(claim) = name.strip_prefix("claims.") {
-                        if !is_claim_path(claim) {
-                            cx.err(
-                                p.clone(),
-                                "expected `{claims.a.b}` with a dotted claim path",
-                            );
-                        } else if auth == AuthMode::None {
-                            cx.err(
-                                p.clone(),
-                                "`{claims...}` needs a token, but this route has `auth: none`",
-                            );
-                        }
-                    } else if let Some(params) = params {
-                        if !params.iter().any(|x| x == name) {
-                            let msg = format!(
-                                "{}; use `{{claims.NAME}}` for a claim",
-                                unknown_param(name, params)
-                            );
-                            cx.err(p.clone(), msg);
-                        }
-                    }
-                }
-            }
-        }
+        check_template(cx, template, params, TemplateUse::Header(auth), &p);
         headers.push((header, template.clone()));
     }
     ForwardConfig { headers, token }
@@ -486,5 +420,71 @@ fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> 
             );
             RouteLimits::default()
         }
+    }
+}
+
+/// Headers wsgate sets or that belong to the connection, not the request.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+/// A `forward.headers` name: valid, lower-cased, and not one that would
+/// break or spoof the upgrade handshake.
+fn forward_header_name(name: &str) -> Result<HeaderName, String> {
+    let header = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| "not a valid HTTP header name (letters, digits and `-`)".to_owned())?;
+    let lower = header.as_str();
+    if RESERVED_HEADERS.contains(&lower) || lower.starts_with("sec-websocket-") {
+        return Err(format!(
+            "`{lower}` is part of the connection or the WebSocket handshake and cannot be set"
+        ));
+    }
+    Ok(header)
+}
+
+/// An `Origin` header value: `null` or `scheme://host[:port]`, no path.
+fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return Err("expected an origin like `https://app.example.com`".to_owned());
+    };
+    if scheme.is_empty() || rest.is_empty() || rest.contains(['/', '?', '#']) {
+        return Err("an origin is `scheme://host[:port]` with no path or trailing `/` (browsers send it that way)".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_header_names() {
+        assert_eq!(
+            forward_header_name("X-User-Id").map(|h| h.to_string()),
+            Ok("x-user-id".into())
+        );
+        assert!(forward_header_name("Host").is_err());
+        assert!(forward_header_name("Sec-WebSocket-Protocol").is_err());
+        assert!(forward_header_name("bad header").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert!(check_origin("https://app.example.com").is_ok());
+        assert!(check_origin("http://localhost:3000").is_ok());
+        assert!(check_origin("null").is_ok());
+        assert!(check_origin("https://app.example.com/").is_err());
+        assert!(check_origin("app.example.com").is_err());
     }
 }

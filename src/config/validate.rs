@@ -15,7 +15,7 @@ use super::listeners::{admin, check_distinct_binds, demo, listeners};
 use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_size};
-use super::{files, issuers, routes};
+use super::{files, issuers, risks, routes};
 
 /// Collects problems while validating one document.
 pub(crate) struct Ctx {
@@ -24,11 +24,19 @@ pub(crate) struct Ctx {
     /// The folder relative paths are resolved against.
     pub dir: PathBuf,
     pub errors: Vec<ConfigError>,
+    /// Risky but valid settings: `check` prints them and exits 0, `run` logs
+    /// them at startup.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Ctx {
     pub fn err(&mut self, path: FieldPath, message: impl Into<String>) {
         self.errors
+            .push(ConfigError::new(&self.file, path, message.into()));
+    }
+
+    pub fn warn(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.warnings
             .push(ConfigError::new(&self.file, path, message.into()));
     }
 
@@ -137,16 +145,18 @@ impl Ctx {
 const MAX_WORKERS: u64 = 1024;
 
 /// Validates a parsed document. `file` names the config in messages; `dir` is
-/// where its relative paths point from.
+/// where its relative paths point from. On success, the warnings come with
+/// the config.
 pub(crate) fn validate(
     raw: &RawConfig,
     file: &Path,
     dir: &Path,
-) -> Result<Config, Vec<ConfigError>> {
+) -> Result<(Config, Vec<ConfigError>), Vec<ConfigError>> {
     let mut cx = Ctx {
         file: file.to_path_buf(),
         dir: dir.to_path_buf(),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     let root = FieldPath::root();
     let log = log(&mut cx, raw.log.as_ref(), root.key("log"));
@@ -223,10 +233,11 @@ pub(crate) fn validate(
             Readiness::AllIssuers
         }
     };
+    risks::cookie_needs_origins(&mut cx, raw, &token_sources);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
-    Ok(Config {
+    let config = Config {
         source: file.to_path_buf(),
         log,
         listeners,
@@ -240,7 +251,9 @@ pub(crate) fn validate(
         demo,
         workers,
         readyz,
-    })
+    };
+    risks::warnings(&mut cx, &config);
+    Ok((config, cx.warnings))
 }
 
 fn log(cx: &mut Ctx, raw: Option<&RawLog>, path: FieldPath) -> LogConfig {
@@ -397,7 +410,20 @@ fn revocation(cx: &mut Ctx, raw: Option<&RawRevocation>, path: FieldPath) -> Rev
             );
             match url {
                 Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                    RevocationConfig::Redis(u.clone())
+                    // The client `run` opens, without connecting: it parses
+                    // host, port, database and credentials. Its messages are
+                    // fixed texts that never quote the URL (which may hold a
+                    // password).
+                    match ::redis::Client::open(u.as_str()) {
+                        Ok(_) => RevocationConfig::Redis(u.clone()),
+                        Err(e) => {
+                            cx.err(
+                                path.key("redis_url"),
+                                format!("not a usable Redis URL ({e}); write it like redis://[:PASSWORD@]HOST[:PORT][/DB]"),
+                            );
+                            RevocationConfig::Memory
+                        }
+                    }
                 }
                 Some(_) => {
                     cx.err(

@@ -29,10 +29,10 @@ pub mod require;
 pub mod template;
 
 pub use pattern::{
-    normalize_host, parse_request_path, HostPattern, PathError, PathPattern, PatternError,
-    PatternProblem, PatternTarget, RequestPath,
+    is_param_name, normalize_host, parse_request_path, HostPattern, PathError, PathPattern,
+    PatternError, PatternProblem, PatternTarget, RequestPath,
 };
-pub use require::{lookup_claim, FailureReason, RuleFailure, Rules};
+pub use require::{is_claim_path, lookup_claim, FailureReason, RuleFailure, Rules};
 pub use template::{is_safe_header_value, Placeholder, Template, TemplateError};
 
 /// Path parameters of a match: `(name, decoded value)` in pattern order.

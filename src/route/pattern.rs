@@ -42,12 +42,35 @@
 //! below it, segment-aware, so never `/prefixfoo`) and `{name}` segments that
 //! match exactly one non-empty segment. Literal segments are percent-decoded
 //! like request segments and compared case-sensitively.
+//!
+//! This is the one grammar of route patterns: config validation compiles
+//! every pattern with [`HostPattern::parse`] and [`PathPattern::parse`], so a
+//! pattern the config accepts is exactly one the router can match. Its
+//! choices:
+//!
+//! - A parameter name is ASCII letters, digits, `_` and `-`, starting with a
+//!   letter or `_` (`{room}`, `{room_id}`, `{room-id}`); `claims` is taken by
+//!   `{claims.x}` templates. A leading digit (`{1}`) is refused: it reads as
+//!   a positional index, which this syntax does not have.
+//! - `{name}` is a whole segment. Any other brace (`/r-{id}`, `{{x}}`,
+//!   `/a{`) is an error, not a literal: a pattern that other routers read
+//!   as a placeholder must not silently become a literal here. A literal
+//!   brace in a path is written percent-encoded, `%7B` / `%7D`.
 
 use std::fmt;
 
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use thiserror::Error;
 
 use super::Params;
+
+/// Everything but RFC 3986 unreserved characters, for writing a decoded
+/// literal back as a request path.
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Longest request path accepted. WebSocket endpoints have short paths; the
 /// cap bounds the work an untrusted path can cause.
@@ -235,13 +258,13 @@ pub enum PatternProblem {
     HostChar,
     #[error("has an empty label")]
     EmptyLabel,
-    #[error("must start with '/'")]
+    #[error("must start with `/`")]
     NotAbsolute,
     #[error("may only use `*` as a whole last segment, as in `/prefix/*`")]
     MisplacedPathWildcard,
-    #[error("has an empty segment ('//')")]
+    #[error("has an empty segment (`//`)")]
     EmptySegment,
-    #[error("has a malformed parameter: write `{{name}}` as a whole segment, name made of letters, digits, `_` or `-` (not `claims`)")]
+    #[error("has a malformed parameter: write `{{name}}` as a whole segment, the name made of letters, digits, `_` or `-` and starting with a letter or `_` (not `claims`); a literal brace is `%7B` / `%7D`")]
     BadParam,
     #[error("uses the parameter `{{{0}}}` twice")]
     DuplicateParam(String),
@@ -263,7 +286,7 @@ pub struct PatternError {
 }
 
 impl PatternError {
-    fn new(target: PatternTarget, pattern: &str, problem: PatternProblem) -> Self {
+    pub(super) fn new(target: PatternTarget, pattern: &str, problem: PatternProblem) -> Self {
         PatternError {
             entry: None,
             target,
@@ -271,120 +294,6 @@ impl PatternError {
             problem,
         }
     }
-}
-
-/// A compiled `host:` pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// Lower-cased, without trailing dot or IPv6 brackets.
-    Exact(String),
-    /// The part after `*`, dot included: `.example.com`.
-    Wildcard(String),
-}
-
-impl HostPattern {
-    pub fn parse(pattern: &str) -> Result<Self, PatternError> {
-        let err = |problem| PatternError::new(PatternTarget::Host, pattern, problem);
-        let lower = pattern.to_ascii_lowercase();
-        if let Some(inner) = lower.strip_prefix('[') {
-            let addr = inner
-                .strip_suffix(']')
-                .ok_or(err(PatternProblem::HostWithPort))?;
-            return if is_ipv6_text(addr) {
-                Ok(HostPattern::Exact(addr.to_owned()))
-            } else {
-                Err(err(PatternProblem::HostChar))
-            };
-        }
-        if lower.contains(':') {
-            return if is_ipv6_text(&lower) {
-                Ok(HostPattern::Exact(lower))
-            } else {
-                Err(err(PatternProblem::HostWithPort))
-            };
-        }
-        let name = lower.strip_suffix('.').unwrap_or(&lower);
-        if name.is_empty() {
-            return Err(err(PatternProblem::Empty));
-        }
-        let (wildcard, name) = match name.strip_prefix("*.") {
-            Some(rest) => (true, rest),
-            None => (false, name),
-        };
-        if name.contains('*') || name == "*" {
-            return Err(err(PatternProblem::MisplacedHostWildcard));
-        }
-        check_host_name(name).map_err(err)?;
-        Ok(if wildcard {
-            HostPattern::Wildcard(format!(".{name}"))
-        } else {
-            HostPattern::Exact(name.to_owned())
-        })
-    }
-
-    /// `host` must come from [`normalize_host`].
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            HostPattern::Exact(exact) => host == exact,
-            // Normalised hosts have no empty label, so whatever precedes the
-            // suffix is at least one real label: the apex never matches.
-            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
-        }
-    }
-}
-
-fn check_host_name(name: &str) -> Result<(), PatternProblem> {
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    {
-        return Err(PatternProblem::HostChar);
-    }
-    if name.split('.').any(str::is_empty) {
-        return Err(PatternProblem::EmptyLabel);
-    }
-    Ok(())
-}
-
-/// Loose on purpose (the address is only compared, never connected to), but
-/// at least two colons, so `cafe:80` reads as a name with a port.
-fn is_ipv6_text(addr: &str) -> bool {
-    addr.matches(':').count() >= 2
-        && addr
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
-}
-
-/// The host part of a `Host` header or authority, ready for
-/// [`HostPattern::matches`]: port removed, IPv6 brackets removed, one
-/// trailing dot removed, ASCII lower-cased. `None` when it is not a plausible
-/// host, so only routes without a `host` pattern can match.
-pub fn normalize_host(authority: &str) -> Option<String> {
-    let authority = authority.trim();
-    if let Some(rest) = authority.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']')?;
-        if !is_port_suffix(after) || !is_ipv6_text(addr) {
-            return None;
-        }
-        return Some(addr.to_ascii_lowercase());
-    }
-    let host = match authority.split_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        Some(_) => return None,
-        None => authority,
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || check_host_name(host).is_err() {
-        return None;
-    }
-    Some(host.to_ascii_lowercase())
-}
-
-/// Empty, or `:` and digits (RFC 3986 allows an empty port).
-fn is_port_suffix(s: &str) -> bool {
-    s.is_empty()
-        || s.strip_prefix(':')
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A compiled `path:` pattern.
@@ -435,6 +344,29 @@ impl PathPattern {
         })
     }
 
+    /// Ends in `/*` (matches the prefix and everything below it).
+    pub fn is_prefix(&self) -> bool {
+        self.prefix
+    }
+
+    /// A raw request path this pattern matches, each parameter set to
+    /// `fill` (a plain word) and nothing below a `/*` prefix. Config checks
+    /// use it to ask which route a spelling of that path would reach.
+    pub fn example(&self, fill: &str) -> String {
+        if self.segments.is_empty() {
+            return "/".to_owned();
+        }
+        let mut out = String::new();
+        for segment in &self.segments {
+            out.push('/');
+            match segment {
+                Segment::Literal(text) => out.extend(utf8_percent_encode(text, NOT_UNRESERVED)),
+                Segment::Param(_) => out.push_str(fill),
+            }
+        }
+        out
+    }
+
     /// The parameters when `path` matches.
     pub fn matches(&self, path: &RequestPath) -> Option<Params> {
         let got = path.segments();
@@ -470,7 +402,7 @@ fn parse_segment(raw: &str, before: &[Segment]) -> Result<Segment, PatternProble
     let name = raw
         .strip_prefix('{')
         .and_then(|r| r.strip_suffix('}'))
-        .filter(|n| is_param_name(n) && *n != "claims")
+        .filter(|n| is_param_name(n))
         .ok_or(PatternProblem::BadParam)?;
     if before
         .iter()
@@ -481,13 +413,18 @@ fn parse_segment(raw: &str, before: &[Segment]) -> Result<Segment, PatternProble
     Ok(Segment::Param(name.to_owned()))
 }
 
-/// Parameter names: what a `{name}` may hold in paths and templates.
-pub(crate) fn is_param_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+/// Parameter names: what a `{name}` may hold in paths and templates (see
+/// the module doc for why).
+pub fn is_param_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        && name != "claims"
 }
+
+mod host;
+
+pub use host::{normalize_host, HostPattern};
 
 #[cfg(test)]
 mod tests;

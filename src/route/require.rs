@@ -258,5 +258,16 @@ fn numbers_equal(a: &Number, b: &Number) -> bool {
     }
 }
 
+/// A claim path as `require[].claim` and `{claims.x}` take it: dot-separated,
+/// non-empty parts without whitespace (`roles`, `realm_access.roles`,
+/// `https://example.com/roles`). Config validation and templates both use
+/// this, so they agree on what a claim path is.
+pub fn is_claim_path(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('.')
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace))
+}
+
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,14 @@
 //! Templates such as `"{claims.sub}"`, `"user-{claims.sub}@{room}"` or
 //! `"/ws/{room}"`: literal text with placeholders filled from the verified
 //! claims (`{claims.dotted.path}`) or the path parameters (`{name}`).
-//! `{{` and `}}` stand for literal braces.
+//!
+//! Every brace belongs to a placeholder. `{{` and `}}` are errors rather than
+//! escapes for a literal brace: `{{claims.sub}}` is how Mustache, Jinja and
+//! Envoy's access-log formats write a placeholder, and reading it as the
+//! literal text `{claims.sub}` would forward or compare that text without a
+//! word of warning. Config validation parses every template with
+//! [`Template::parse`], so such a value fails at load time. Parameter names
+//! follow [`is_param_name`], claim paths [`is_claim_path`].
 //!
 //! [`Template::render`] builds header values; it does not judge them, the
 //! caller checks the result with [`is_safe_header_value`] (a claim may hold
@@ -15,7 +22,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::pattern::is_param_name;
-use super::require::lookup_claim;
+use super::require::{is_claim_path, lookup_claim};
 use super::Params;
 
 /// Everything but RFC 3986 unreserved characters. Reserved characters are
@@ -53,13 +60,15 @@ pub enum Placeholder<'a> {
 /// Why a template could not be parsed; `at` is a byte offset.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TemplateError {
-    #[error("'{{' at byte {at} is never closed (write '{{{{' for a literal brace)")]
+    #[error("'{{' at byte {at} is never closed")]
     Unclosed { at: usize },
-    #[error("'}}' at byte {at} closes nothing (write '}}}}' for a literal brace)")]
+    #[error("'}}' at byte {at} closes nothing")]
     Unopened { at: usize },
+    #[error("doubled brace at byte {at}: a placeholder takes single braces, as in {{claims.sub}} or {{room}}, and a template cannot hold a literal brace")]
+    DoubleBrace { at: usize },
     #[error("empty placeholder '{{}}' at byte {at}")]
     EmptyName { at: usize },
-    #[error("placeholder {{{name}}} at byte {at}: a parameter name is letters, digits, '_' or '-'; a claim is written {{claims.path}}")]
+    #[error("placeholder {{{name}}} at byte {at}: a parameter name is letters, digits, '_' or '-' starting with a letter or '_'; a claim is written {{claims.dotted.path}}")]
     BadName { at: usize, name: String },
 }
 
@@ -70,8 +79,9 @@ impl Template {
         let mut chars = source.char_indices().peekable();
         while let Some((at, c)) = chars.next() {
             match c {
-                '{' if chars.next_if(|&(_, c)| c == '{').is_some() => literal.push('{'),
-                '}' if chars.next_if(|&(_, c)| c == '}').is_some() => literal.push('}'),
+                '{' | '}' if chars.next_if(|&(_, next)| next == c).is_some() => {
+                    return Err(TemplateError::DoubleBrace { at })
+                }
                 '}' => return Err(TemplateError::Unopened { at }),
                 '{' => {
                     let start = at + 1;
@@ -174,10 +184,10 @@ fn placeholder(name: &str, at: usize) -> Result<Part, TemplateError> {
         return Err(TemplateError::EmptyName { at });
     }
     if let Some(path) = name.strip_prefix("claims.") {
-        if !path.is_empty() {
+        if is_claim_path(path) {
             return Ok(Part::Claim(path.to_owned()));
         }
-    } else if is_param_name(name) && name != "claims" {
+    } else if is_param_name(name) {
         return Ok(Part::Param(name.to_owned()));
     }
     Err(TemplateError::BadName {

@@ -12,25 +12,35 @@ use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
 use crate::config::TlsConfig;
 
+/// Messages name the file and what was expected in it, never its contents
+/// (a key file's bytes are a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: no PEM certificate found")]
+    #[error("{path} is not valid PEM: {what}")]
+    Pem { path: String, what: &'static str },
+    #[error(
+        "{path} holds no certificate; expected one or more `-----BEGIN CERTIFICATE-----` blocks"
+    )]
     NoCert { path: String },
-    #[error("{path}: no PEM private key (PKCS#8, PKCS#1 or SEC1) found")]
+    #[error("{path} holds no private key; expected a PEM key in PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1 (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`) form")]
     NoKey { path: String },
+    #[error("{key} is not the private key of the certificate in {cert} (the key's public key differs from the one the certificate names)")]
+    KeyMismatch { cert: String, key: String },
     #[error("{path}: {source}")]
     Rustls {
         path: String,
@@ -47,18 +57,33 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::clone(P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.display().to_string(),
-        source,
-    })
+/// Maps a PEM reader error to one that says what kind of damage the file
+/// has, without quoting it.
+fn pem_error(path: &Path, error: pem::Error) -> TlsError {
+    let path = path.display().to_string();
+    let what = match error {
+        pem::Error::Io(source) => return TlsError::Read { path, source },
+        pem::Error::MissingSectionEnd { .. } => {
+            "a `-----BEGIN` block has no matching `-----END` line"
+        }
+        pem::Error::IllegalSectionStart { .. } => "a `-----BEGIN` line is malformed",
+        pem::Error::Base64Decode(_) => "a PEM block is not valid base64",
+        pem::Error::SectionTooLarge => "a PEM block is too large",
+        // `NoItemsFound` is mapped by the callers; any later variant is
+        // still a malformed file.
+        _ => "malformed PEM",
+    };
+    TlsError::Pem { path, what }
 }
 
+/// Every certificate of a PEM file: a server chain or a CA bundle. Other
+/// blocks (a key kept in the same file) are skipped; a damaged block is an
+/// error rather than silently skipped, so a truncated chain is noticed.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_error(path, e))?;
     if certs.is_empty() {
         return Err(TlsError::NoCert {
             path: path.display().to_string(),
@@ -67,24 +92,36 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// The first private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    match rustls_pemfile::private_key(&mut pem.as_slice()) {
-        Ok(Some(key)) => Ok(key),
-        _ => Err(TlsError::NoKey {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.display().to_string(),
-        }),
-    }
+        },
+        other => pem_error(path, other),
+    })
 }
 
-fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+/// A certificate chain and its key, as a listener serves them. rustls checks
+/// that the key's public key is the one in the leaf certificate's
+/// SubjectPublicKeyInfo; config validation calls this too, so `check` fails on
+/// a mismatched pair exactly as `run` does.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
     let chain = load_certs(cert)?;
     let key_der = load_key(key)?;
     CertifiedKey::from_der(chain, key_der, &provider())
         .map(Arc::new)
-        .map_err(|source| TlsError::Rustls {
-            path: key.display().to_string(),
-            source,
+        .map_err(|source| match source {
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+                TlsError::KeyMismatch {
+                    cert: cert.display().to_string(),
+                    key: key.display().to_string(),
+                }
+            }
+            source => TlsError::Rustls {
+                path: key.display().to_string(),
+                source,
+            },
         })
 }
 
@@ -167,16 +204,7 @@ pub fn server_config(
         })?;
     let builder = match &cfg.client_ca {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let roots = roots_from(ca)?;
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|e| TlsError::ClientCa {
-                    path: ca.display().to_string(),
-                    what: e.to_string(),
-                })?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
     };
     let mut config = builder.with_cert_resolver(resolver);
     // WebSocket handshakes are HTTP/1.1 only.
@@ -184,7 +212,19 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
+/// The client-certificate verifier for `client_ca` (mTLS).
+pub fn client_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let roots = roots_from(ca)?;
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::ClientCa {
+            path: ca.display().to_string(),
+            what: e.to_string(),
+        })
+}
+
+/// Every certificate of a PEM CA bundle, as trust anchors.
+pub fn roots_from(path: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|source| TlsError::Rustls {

@@ -334,9 +334,14 @@ def closed_with(ws, timeout=10.0):
 HS_SECRET = "wsgate-python-suite-hmac-secret-0123456789abcdef0123456789abcdef"
 
 
+# The audience every test issuer accepts (`audiences` is required) and every
+# token carries unless a test sets its own `aud`.
+AUD = "wsgate-python-suite"
+
+
 def claims(sub="alice", ttl=300, **extra):
     now = int(time.time())
-    c = {"sub": sub, "iat": now, "exp": now + ttl}
+    c = {"sub": sub, "aud": AUD, "iat": now, "exp": now + ttl}
     c.update(extra)
     return c
 
@@ -572,6 +577,6 @@ def base_config(routes, issuers, token_sources=None, admin=False, **extra):
     if admin:
         # A different loopback address than the listener: see test_startup.py
         # for the case where both use 127.0.0.1:0.
-        cfg["admin"] = {"bind": "127.0.0.2:0", "token": "admin-token"}
+        cfg["admin"] = {"bind": "127.0.0.2:0", "token": "admin-token-for-python-tests"}
     cfg.update(extra)
     return cfg

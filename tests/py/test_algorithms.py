@@ -50,7 +50,8 @@ def gateway(start_gateway, echo, keys, tmp_path):
     (files / "jwks.json").write_text(json.dumps(jwks))
 
     def issuer(id_, algorithms, keys_):
-        return {"id": id_, "issuer": ISS[id_], "algorithms": algorithms, "keys": keys_}
+        return {"id": id_, "issuer": ISS[id_], "audiences": [harness.AUD], "algorithms": algorithms,
+                "keys": keys_}
 
     issuers = [
         issuer("hs", ["HS256", "HS384", "HS512"], {"secret": HS_SECRET}),

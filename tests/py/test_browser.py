@@ -68,7 +68,8 @@ def gateway(tmp_path_factory, page_server, upstreams):
         route("close-admin", ["subprotocol"], reject="close",
               require=[{"claim": "roles", "any_of": ["admin"]}]),
     ]
-    issuers = [{"id": "main", "issuer": ISS, "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
+    issuers = [{"id": "main", "issuer": ISS, "audiences": [harness.AUD], "algorithms": ["HS256"],
+                "keys": {"secret": HS_SECRET}}]
     gw = harness.Gateway(tmp_path_factory.mktemp("browser-gw"), harness.base_config(routes, issuers))
     yield gw
     gw.stop()

@@ -19,7 +19,8 @@ def gateway(start_gateway, echo):
          "session": {"max_message_size": "1KiB"}},
         {"id": "auth", "path": "/auth", "upstream": echo.url},
     ]
-    issuers = [{"id": "main", "issuer": ISS, "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
+    issuers = [{"id": "main", "issuer": ISS, "audiences": [harness.AUD], "algorithms": ["HS256"],
+                "keys": {"secret": HS_SECRET}}]
     return start_gateway(harness.base_config(routes, issuers, token_sources=["header"]))
 
 

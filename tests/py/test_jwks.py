@@ -37,7 +37,8 @@ def k2():
 
 
 def jwks_config(echo, ca_path, keys, issuer=None, admin=False):
-    iss = {"id": "idp", "algorithms": ["RS256", "ES256"], "keys": keys, "ca": str(ca_path)}
+    iss = {"id": "idp", "audiences": [harness.AUD], "algorithms": ["RS256", "ES256"], "keys": keys,
+           "ca": str(ca_path)}
     if issuer:
         iss["issuer"] = issuer
     routes = [{"id": "echo", "path": "/echo", "upstream": echo.url}]
@@ -167,7 +168,7 @@ def test_plain_http_jwks_url_only_for_loopback(tmp_path, echo, k1):
     def check(url):
         cfg = harness.base_config(
             [{"id": "echo", "path": "/echo", "upstream": echo.url}],
-            [{"id": "idp", "algorithms": ["RS256"], "keys": {"jwks_url": url}}],
+            [{"id": "idp", "audiences": [harness.AUD], "algorithms": ["RS256"], "keys": {"jwks_url": url}}],
         )
         path = tmp_path / f"check-{time.monotonic_ns()}.yaml"
         path.write_text(harness.json.dumps(cfg))
@@ -185,7 +186,8 @@ def test_plain_http_on_loopback_serves_keys(start_gateway, echo, k1):
     try:
         server.set("/jwks.json", {"keys": [harness.jwk(k1, "k1")]})
         routes = [{"id": "echo", "path": "/echo", "upstream": echo.url}]
-        iss = {"id": "idp", "algorithms": ["RS256"], "keys": {"jwks_url": f"{server.base}/jwks.json"}}
+        iss = {"id": "idp", "audiences": [harness.AUD], "algorithms": ["RS256"],
+               "keys": {"jwks_url": f"{server.base}/jwks.json"}}
         gw = start_gateway(harness.base_config(routes, [iss], token_sources=["header"]))
         assert accepted(gw, rs(k1, "k1"))
     finally:

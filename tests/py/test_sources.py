@@ -42,13 +42,15 @@ def make_config(echo_url, silent_url, auth_timeout="10s"):
         route("sub", "/sub", ["subprotocol"]),
         route("sub-silent", "/sub-silent", ["subprotocol"], url=silent_url),
         route("query", "/query", [{"query": "access_token"}]),
-        route("cookie", "/cookie", [{"cookie": "access_token"}]),
+        # A cookie source needs `origins` (cross-site WebSocket hijacking).
+        route("cookie", "/cookie", [{"cookie": "access_token"}], origins=["https://app.example.com"]),
         route("first", "/first", ["first_message"]),
         route("first-admin", "/first-admin", ["first_message"],
               require=[{"claim": "roles", "any_of": ["admin"]}]),
         route("keep", "/keep", ["header"], forward={"token": "keep"}),
     ]
-    issuers = [{"id": "main", "issuer": ISS, "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
+    issuers = [{"id": "main", "issuer": ISS, "audiences": [harness.AUD], "algorithms": ["HS256"],
+                "keys": {"secret": HS_SECRET}}]
     cfg = harness.base_config(routes, issuers)
     cfg["limits"]["auth_timeout"] = auth_timeout
     return cfg

@@ -12,7 +12,7 @@ def test_listener_admin_and_demo_echo_all_on_port_zero(start_gateway, tmp_path):
         issuers=[],
     )
     del cfg["issuers"]
-    cfg["admin"] = {"bind": "127.0.0.1:0", "token": "t"}
+    cfg["admin"] = {"bind": "127.0.0.1:0", "token": "admin-token-for-python-tests"}
     cfg["demo"] = {"echo": "127.0.0.1:0"}
     gw = start_gateway(cfg)
     assert gw.admin and gw.demo_echo

@@ -69,10 +69,11 @@ listeners:
   - bind: "127.0.0.1:0"
 admin:
   bind: "127.0.0.2:0"
-  token: "soak-admin"
+  token: "soak-admin-token-0123456789"
 issuers:
   - id: soak
     issuer: "https://soak.wsgate.local"
+    audiences: ["soak"]
     algorithms: [HS256]
     keys: { secret: "$SECRET" }
 routes:

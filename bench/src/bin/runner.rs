@@ -908,7 +908,7 @@ fn sign_tokens(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
             let mut v = Vec::new();
             for i in t * per..((t + 1) * per).min(n) {
                 let claims = serde_json::json!({
-                    "sub": format!("user-{i}"), "jti": format!("bench-{i}"),
+                    "sub": format!("user-{i}"), "jti": format!("bench-{i}"), "aud": "wsgate-bench",
                     "iat": now, "exp": now + 3 * 3600, "roles": ["chat"],
                 });
                 v.push(encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign"));
@@ -928,6 +928,7 @@ listeners:
     tls: {{ cert: tls.crt, key: tls.key }}
 issuers:
   - id: bench
+    audiences: [wsgate-bench]
     algorithms: [RS256]
     keys: {{ public_key: jwt_pub.pem }}
     required_claims: [exp]

@@ -145,7 +145,7 @@ const CASES: &[Case] = &[
         "    path: /rooms/{room}\n",
         "    path: /a/*/b\n",
         "routes[0].path",
-        "only as the final segment",
+        "as a whole last segment",
     ),
     (
         "    path: /rooms/{room}\n",
@@ -157,13 +157,13 @@ const CASES: &[Case] = &[
         "    path: /rooms/{room}\n",
         "    path: /{a}/{a}\n",
         "routes[0].path",
-        "appears twice",
+        "uses the parameter `{a}` twice",
     ),
     (
         "    path: /rooms/{room}\n",
         "    path: /x\n    host: \"a.*.com\"\n",
         "routes[0].host",
-        "leading `*.`",
+        "as its first label",
     ),
     (ROUTE, "", "routes[0].upstream", "missing"),
     (
@@ -326,7 +326,13 @@ const CASES: &[Case] = &[
         ROUTE,
         "    upstream: ws://h\n    forward: { headers: { X-A: \"{claims.sub\" } }\n",
         "routes[0].forward.headers.X-A",
-        "without a closing",
+        "is never closed",
+    ),
+    (
+        ROUTE,
+        "    upstream: ws://h\n    forward: { headers: { X-A: \"{{claims.sub}}\" } }\n",
+        "routes[0].forward.headers.X-A",
+        "doubled brace",
     ),
     (
         ROUTE,

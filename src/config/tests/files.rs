@@ -131,3 +131,20 @@ fn trust_anchor_files_are_checked() {
     );
     assert!(fx.load(&fine).is_ok());
 }
+
+#[test]
+fn damaged_pem_is_an_error_that_does_not_quote_the_file() {
+    let fx = Fixture::new();
+    let server = std::fs::read_to_string(fx.dir.path().join("certs/server.pem")).expect("pem");
+    // A chain cut off in the middle of its block: its END line is missing.
+    let cut = &server[..server.len() / 2];
+    fx.write("certs/cut.pem", cut);
+    let errors = expect_error(
+        &fx,
+        &with_tls("{ cert: certs/cut.pem, key: certs/server.key }"),
+        "listeners[0].tls.cert",
+        "no matching `-----END` line",
+    );
+    let body_line = cut.lines().nth(1).expect("a base64 line");
+    assert!(!errors.to_string().contains(body_line), "{errors}");
+}

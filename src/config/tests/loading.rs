@@ -83,6 +83,7 @@ routes:                            # first match in file order wins
       connect_timeout: 5s
       ca: certs/upstream-ca.pem
       path: /ws/{room}
+    origins: ["https://app.example.com"]   # the global sources include a cookie
 
 revocation:
   store: file                      # memory | file | redis
@@ -110,7 +111,7 @@ fn contract_example_loads() {
     );
     assert_eq!(
         c.issuers[0].keys,
-        KeySource::Secret("s3cr3t-value-for-tests".into())
+        KeySource::Secret("s3cr3t-value-for-tests-0123456789abcdef".into())
     );
     assert_eq!(c.issuers[0].algorithms, [jsonwebtoken::Algorithm::HS256]);
     assert_eq!(
@@ -176,7 +177,8 @@ fn defaults_are_applied() {
     let issuer = &c.issuers[0];
     assert_eq!(issuer.leeway, DEFAULT_LEEWAY);
     assert_eq!(issuer.required_claims, ["exp"]);
-    assert!(issuer.audiences.is_empty() && issuer.issuer.is_none() && issuer.ca.is_none());
+    assert_eq!(issuer.audiences, ["chat"]);
+    assert!(issuer.issuer.is_none() && issuer.ca.is_none());
     let r = &c.routes[0];
     assert_eq!(r.auth, AuthMode::Required);
     assert_eq!(r.reject, RejectMode::Status);
@@ -247,7 +249,7 @@ fn unset_variable_names_variable_field_and_line() {
     let errors = expect_error(&fx, &yaml, "admin.token", "`NOT_SET_ANYWHERE` is not set");
     let line = errors.to_string();
     assert!(
-        line.starts_with(&format!("{}:13:3: admin.token: ", fx.source().display())),
+        line.starts_with(&format!("{}:14:3: admin.token: ", fx.source().display())),
         "{line}"
     );
 }
@@ -256,11 +258,13 @@ fn unset_variable_names_variable_field_and_line() {
 fn expanded_values_cannot_change_the_document_structure() {
     let fx = Fixture::new();
     let yaml = MINIMAL.replace("${JWT_SECRET}", "${TRICKY}");
-    let env = |name: &str| (name == "TRICKY").then(|| "a: b\n# c, [d]".to_owned());
+    let env = |name: &str| {
+        (name == "TRICKY").then(|| "a: b\n# c, [d] and enough bytes for HS256".to_owned())
+    };
     let c = load_str(&yaml, &fx.source(), env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         c.issuers[0].keys,
-        KeySource::Secret("a: b\n# c, [d]".into())
+        KeySource::Secret("a: b\n# c, [d] and enough bytes for HS256".into())
     );
 }
 
@@ -271,7 +275,7 @@ fn unknown_key_is_rejected_with_path_and_line() {
     let errors = expect_error(&fx, &yaml, "routes[0].requre", "unknown key `requre`");
     let text = errors.to_string();
     assert!(
-        text.contains(":11:5: routes[0].requre: unknown key `requre`; expected one of"),
+        text.contains(":12:5: routes[0].requre: unknown key `requre`; expected one of"),
         "{text}"
     );
     assert!(text.contains("`require`"), "{text}");
@@ -288,7 +292,7 @@ fn wrong_type_names_path_and_line_but_not_the_value() {
         "expected a list, found a string",
     );
     let text = errors.to_string();
-    assert!(text.contains(":13:9: "), "{text}");
+    assert!(text.contains(":14:9: "), "{text}");
     assert!(!text.contains("secretish"), "{text}");
     let yaml = MINIMAL.replace("\"${JWT_SECRET}\"", "123456789");
     let errors = expect_error(
@@ -335,7 +339,7 @@ fn load_reads_the_file_and_resolves_paths_next_to_it() {
     let yaml = MINIMAL.replace("listeners:\n  - bind: \"127.0.0.1:8080\"\n", "listeners:\n  - bind: \"127.0.0.1:8443\"\n    tls: { cert: certs/server.pem, key: certs/server.key }\n");
     fx.write(
         "gateway.yaml",
-        &yaml.replace("${JWT_SECRET}", "inline-secret"),
+        &yaml.replace("${JWT_SECRET}", "inline-secret-of-at-least-32-bytes"),
     );
     let c = load(&fx.source()).unwrap_or_else(|e| panic!("{e}"));
     let tls = c.listeners[0].tls.as_ref().expect("tls");
@@ -364,5 +368,5 @@ fn duplicate_keys_and_errors_in_file_order() {
         .iter()
         .filter_map(|e| e.location.map(|l| l.line))
         .collect();
-    assert_eq!(lines, [2, 9], "{errors}");
+    assert_eq!(lines, [2, 10], "{errors}");
 }

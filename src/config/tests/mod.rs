@@ -1,9 +1,12 @@
 //! Loader tests: whole documents through [`super::load_str`] / [`super::load`],
 //! with referenced files generated in a temporary folder.
 
+mod checks;
 mod errors;
 mod files;
+mod grammar;
 mod loading;
+mod variants;
 
 use std::path::{Path, PathBuf};
 
@@ -63,7 +66,7 @@ impl Fixture {
 /// The only environment tests see.
 pub(super) fn test_env(name: &str) -> Option<String> {
     match name {
-        "JWT_SECRET" => Some("s3cr3t-value-for-tests".to_owned()),
+        "JWT_SECRET" => Some("s3cr3t-value-for-tests-0123456789abcdef".to_owned()),
         "WSGATE_ADMIN_TOKEN" => Some("admin-token-for-tests".to_owned()),
         "UPSTREAM_HOST" => Some("10.1.2.3".to_owned()),
         _ => None,
@@ -78,6 +81,7 @@ issuers:
   - id: main
     algorithms: [HS256]
     keys: { secret: \"${JWT_SECRET}\" }
+    audiences: [chat]
 routes:
   - id: chat
     path: /rooms/{room}

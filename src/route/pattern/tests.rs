@@ -291,6 +291,11 @@ fn malformed_path_patterns_are_errors() {
     assert_eq!(path_problem("/{}"), PatternProblem::BadParam);
     assert_eq!(path_problem("/{a b}"), PatternProblem::BadParam);
     assert_eq!(path_problem("/{claims}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{1a}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{-a}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{{a}}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/{a}}"), PatternProblem::BadParam);
+    assert_eq!(path_problem("/a{"), PatternProblem::BadParam);
     assert_eq!(
         path_problem("/{a}/{a}"),
         PatternProblem::DuplicateParam("a".into())
@@ -303,6 +308,19 @@ fn malformed_path_patterns_are_errors() {
         path_problem("/a%zz"),
         PatternProblem::Segment(PathError::BadEscape)
     );
+}
+
+#[test]
+fn param_names_may_hold_letters_digits_underscore_and_hyphen() {
+    for name in ["room", "room_id", "room-id", "_x", "R2", "a-"] {
+        let p = PathPattern::parse(&format!("/r/{{{name}}}")).expect(name);
+        assert_eq!(p.param_names().collect::<Vec<_>>(), [name]);
+    }
+}
+
+#[test]
+fn literal_braces_are_written_percent_encoded() {
+    assert!(path("/a%7Bb%7D", "/a%7bb%7d").is_some());
 }
 
 #[test]
@@ -426,4 +444,28 @@ fn malformed_host_patterns_are_errors() {
 fn host_pattern_with_one_colon_is_a_port_not_ipv6() {
     assert_eq!(host_problem("cafe:80"), PatternProblem::HostWithPort);
     assert_eq!(normalize_host("cafe:80").as_deref(), Some("cafe"));
+}
+
+#[test]
+fn example_paths_match_their_pattern() {
+    for pattern in [
+        "/",
+        "/*",
+        "/ws",
+        "/rooms/{room}",
+        "/t/{t}/r/*",
+        "/caf%C3%A9 x/{a}",
+        "/a/",
+    ] {
+        let p = PathPattern::parse(pattern).expect("valid");
+        let example = parse_request_path(&p.example("x")).expect("valid request");
+        assert!(
+            p.matches(&example).is_some(),
+            "{pattern}: {}",
+            example.raw()
+        );
+    }
+    let p = PathPattern::parse("/rooms/{room}/*").expect("valid");
+    assert_eq!(p.example("x"), "/rooms/x");
+    assert!(p.is_prefix());
 }

@@ -46,10 +46,22 @@ fn claim_paths_may_contain_url_characters() {
 }
 
 #[test]
-fn doubled_braces_are_literal_braces() {
-    let tpl = t("{{x}} {{{room}}}");
-    assert_eq!(tpl.placeholders().count(), 1);
-    assert_eq!(tpl.render(&json!({}), &params(&[("room", "r")])), "{x} {r}");
+fn doubled_braces_are_errors_not_literal_braces() {
+    // `{{claims.sub}}` is a placeholder in Mustache-style formats; reading
+    // it as literal text would forward `{claims.sub}` without a warning.
+    for (source, at) in [
+        ("{{claims.sub}}", 0),
+        ("x{{room}}", 1),
+        ("{{", 0),
+        ("a}}", 1),
+        ("{room}}}", 6),
+    ] {
+        assert_eq!(
+            Template::parse(source),
+            Err(TemplateError::DoubleBrace { at }),
+            "{source}"
+        );
+    }
 }
 
 #[test]
@@ -79,6 +91,10 @@ fn empty_or_malformed_names_are_errors() {
     for bad in [
         "{claims}",
         "{claims.}",
+        "{claims.a..b}",
+        "{claims.a b}",
+        "{1room}",
+        "{-room}",
         "{a b}",
         "{r\u{e9}}",
         "{.x}",
