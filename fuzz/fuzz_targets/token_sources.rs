@@ -5,15 +5,17 @@
 //! are skipped. The whole text after the first byte is also fed to
 //! `parse_first_message`.
 //!
-//! Oracles: no panic; a token found by one source is a non-empty string; after
-//! `strip`, the same source no longer yields that token from the forwarded
-//! request (the token must not reach the upstream). `WSGATE_FUZZ_STRICT=1`
-//! also checks the case of a token offered twice (see README).
+//! Oracles: no panic; a token found by one source is a non-empty string;
+//! after `strip_carriers` (`token: strip`) no source of the route yields any
+//! token from the forwarded request, and the upstream's subprotocol offer
+//! never holds the token (no token may reach the upstream); with `keep`, the
+//! only token left is the verified one. `WSGATE_FUZZ_STRICT=1` also checks
+//! the case of a token offered twice (see README).
 #![no_main]
 
 use http::header::{HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use wsgate::auth::sources::{extract, parse_first_message, split_subprotocols, strip};
+use wsgate::auth::sources::{extract, parse_first_message, split_subprotocols, strip_carriers};
 use wsgate::config::TokenSource;
 
 fn sources(sel: u8) -> Vec<TokenSource> {
@@ -85,11 +87,24 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     assert!(order.contains(&found.source));
-    strip(&mut parts, &found);
-    let again = extract(std::slice::from_ref(&found.source), &parts);
-    assert!(
-        again.as_ref().map(|f| &f.token) != Some(&found.token),
-        "token still extractable from {:?} after strip",
-        found.source
-    );
+    // The header carriers a request forwards (the subprotocol header is
+    // rebuilt from the application protocols, checked below).
+    let carried: Vec<TokenSource> = order
+        .iter()
+        .filter(|s| !matches!(s, TokenSource::Subprotocol | TokenSource::FirstMessage))
+        .cloned()
+        .collect();
+    let mut kept = parts.clone();
+    strip_carriers(&mut parts, &order, None);
+    for source in &carried {
+        let again = extract(std::slice::from_ref(source), &parts);
+        assert!(again.is_none(), "a token is still extractable from {source:?} after strip");
+    }
+    assert!(!split_subprotocols(&parts.headers).1.contains(&found.token));
+    strip_carriers(&mut kept, &order, Some(&found));
+    for source in &carried {
+        if let Some(again) = extract(std::slice::from_ref(source), &kept) {
+            assert_eq!(again.token, found.token, "an unverified token rides along with keep");
+        }
+    }
 });
