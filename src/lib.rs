@@ -13,6 +13,7 @@
 //!   and the `{claims.x}` / `{param}` templates. Pure functions.
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
 //! - [`proxy`]: the upstream connection, the frame pump, in-band refresh.
+//! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
 //! - [`session`]: the registry of live sessions and the close-reason table.
 //! - [`revocation`]: revocation entries and their stores.
 //! - [`admin`]: health, metrics and the admin API.
@@ -32,7 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod handshake;
-pub mod leftover;
+pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

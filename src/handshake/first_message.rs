@@ -17,9 +17,9 @@ use super::session::{register, run};
 use super::{switching_protocols, upstream_request, verify, Accepted, Body, ConnInfo, Ctx, Reject};
 use crate::app::Gateway;
 use crate::auth::sources;
+use crate::io::prefixed::Prefixed;
 use crate::metrics::Outcome;
-use crate::proxy::direct::{close_client, read_text_message};
-use crate::proxy::prefixed::Prefixed;
+use crate::proxy::client_io::{close_client, read_text_message};
 use crate::route::Params;
 use crate::state::{Route, State};
 
@@ -152,8 +152,8 @@ where
     Ok((verified, leftover))
 }
 
-fn direct_error_text(e: &crate::proxy::direct::DirectError) -> &'static str {
-    use crate::proxy::direct::DirectError as D;
+fn direct_error_text(e: &crate::proxy::client_io::ClientIoError) -> &'static str {
+    use crate::proxy::client_io::ClientIoError as D;
     match e {
         D::Ended => "connection ended before authentication",
         D::NotText => "expected an authentication message",

@@ -10,9 +10,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Accepted, ConnInfo, Reject};
 use crate::app::Gateway;
-use crate::proxy::direct::close_client;
+use crate::proxy::client_io::close_client;
 use crate::proxy::pump::{self, PumpSettings};
 use crate::proxy::refresh::Refresher;
+use crate::proxy::relay::{Interceptor, Tally};
 use crate::proxy::upstream::Connected;
 use crate::session::{SessionGuard, SessionHandle, SlotError};
 
@@ -122,7 +123,7 @@ pub(crate) async fn run<C>(
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
-    let tally = pump::Tally::default();
+    let tally = Tally::default();
     let reason = pump::run(
         client,
         &mut connected.io,
@@ -130,7 +131,7 @@ pub(crate) async fn run<C>(
         &settings,
         &metrics,
         &tally,
-        refresher.as_ref().map(|r| r as &dyn pump::Interceptor),
+        refresher.as_ref().map(|r| r as &dyn Interceptor),
     )
     .await;
     metrics.active.dec();

@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::session::CloseFrame;
+
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
@@ -164,15 +166,15 @@ pub fn close(code: u16, reason: &str, mask: Option<[u8; 4]>) -> BytesMut {
 
 /// Code and reason of a close payload (already unmasked). An empty payload
 /// is 1005; a malformed one is reported as 1002 (protocol error).
-pub fn parse_close(payload: &[u8]) -> (u16, String) {
+pub fn parse_close(payload: &[u8]) -> CloseFrame {
     match payload {
-        [] => (1005, String::new()),
-        [_] => (1002, String::new()),
+        [] => CloseFrame::no_status(),
+        [_] => CloseFrame::new(1002, ""),
         [a, b, rest @ ..] => {
             let code = u16::from_be_bytes([*a, *b]);
             match std::str::from_utf8(rest) {
-                Ok(r) if valid_close_code(code) => (code, r.to_owned()),
-                _ => (1002, String::new()),
+                Ok(r) if valid_close_code(code) => CloseFrame::new(code, r),
+                _ => CloseFrame::new(1002, ""),
             }
         }
     }
@@ -231,10 +233,13 @@ mod tests {
     fn close_payloads() {
         let f = close(4401, "token expired", None);
         let h = parse(&f).unwrap().unwrap();
-        assert_eq!(parse_close(&f[h.len..]), (4401, "token expired".into()));
-        assert_eq!(parse_close(&[]), (1005, String::new()));
-        assert_eq!(parse_close(&[3]), (1002, String::new()));
-        assert_eq!(parse_close(&[0x03, 0xED]), (1002, String::new())); // 1005 on the wire
+        assert_eq!(
+            parse_close(&f[h.len..]),
+            CloseFrame::new(4401, "token expired")
+        );
+        assert_eq!(parse_close(&[]), CloseFrame::no_status());
+        assert_eq!(parse_close(&[3]), CloseFrame::new(1002, ""));
+        assert_eq!(parse_close(&[0x03, 0xED]), CloseFrame::new(1002, "")); // 1005 on the wire
         let long = "é".repeat(100);
         let f = close(1000, &long, None);
         assert!(f.len() <= 127);

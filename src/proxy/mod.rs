@@ -1,8 +1,7 @@
 //! The upstream side of a session and the relay between both sides.
 
-pub mod direct;
+pub mod client_io;
 pub mod frame;
-pub mod prefixed;
 pub mod pump;
 pub mod refresh;
 pub mod relay;

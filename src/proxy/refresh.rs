@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::app::Gateway;
 use crate::handshake::{self, Reject};
-use crate::proxy::pump::Interceptor;
+use crate::proxy::relay::Interceptor;
 use crate::route::Params;
 use crate::session::SessionHandle;
 use crate::state::Route;

@@ -22,8 +22,8 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::prefixed::Prefixed;
 use crate::config::{Balance, UpstreamUrl};
+use crate::io::prefixed::Prefixed;
 
 /// The largest upstream handshake response accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;

@@ -22,18 +22,22 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 use super::frame::{self, OP_TEXT};
-use super::pump::{Interceptor, Tally};
-use crate::metrics::{Direction, SessionMetrics};
+use crate::metrics::Direction;
+use crate::session::{CloseFrame, Side};
 use scan::Dir;
 
+mod intercept;
 mod scan;
+mod tally;
+
+pub use intercept::Interceptor;
+pub use tally::{Accounting, Tally};
 
 /// One read's worth: large enough for a TLS record burst or a 16 KiB message.
 const SCRATCH: usize = 32 * 1024;
@@ -54,11 +58,10 @@ thread_local! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Both sides sent close frames (each passed on unchanged); the first
-    /// closer and its code. Also returned when only the first closer has.
+    /// closer and its frame.
     Closed {
-        by_client: bool,
-        code: u16,
-        reason: String,
+        by: Side,
+        frame: CloseFrame,
     },
     ClientLost,
     UpstreamLost,
@@ -67,15 +70,6 @@ pub enum Event {
     UpstreamProtocol,
     /// A client text frame the interceptor wants (already taken out).
     Intercepted(String),
-}
-
-/// Where the relay reports what it passed on.
-pub struct Accounting<'a> {
-    pub metrics: &'a SessionMetrics,
-    pub tally: &'a Tally,
-    /// Milliseconds since `start` of the last frame either way (idle timeout).
-    pub last_activity: &'a AtomicU64,
-    pub start: Instant,
 }
 
 /// Both legs of a session and the state of each direction.
@@ -87,8 +81,8 @@ pub struct Relay<'a, C, U> {
     max_message: u64,
     interceptor: Option<&'a dyn Interceptor>,
     acct: Accounting<'a>,
-    /// Which side sent the first close frame (true: the client).
-    first_closer: Option<bool>,
+    /// Which side sent the first close frame.
+    first_closer: Option<Side>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -115,15 +109,14 @@ where
         }
     }
 
-    /// The first close frame seen, if any: (by client, code, reason).
-    pub fn first_close(&self) -> Option<(bool, u16, String)> {
-        let by_client = self.first_closer?;
-        let seen = if by_client {
-            &self.c2u.close_seen
-        } else {
-            &self.u2c.close_seen
+    /// The first close frame seen, if any, and who sent it.
+    pub fn first_close(&self) -> Option<(Side, CloseFrame)> {
+        let by = self.first_closer?;
+        let seen = match by {
+            Side::Client => &self.c2u.close_seen,
+            Side::Upstream => &self.u2c.close_seen,
         };
-        seen.as_ref().map(|(c, r)| (by_client, *c, r.clone()))
+        seen.clone().map(|frame| (by, frame))
     }
 
     /// A text frame from the gateway to the client, sent between frames.
@@ -162,9 +155,9 @@ where
         self.account();
         if self.first_closer.is_none() {
             if self.c2u.close_seen.is_some() {
-                self.first_closer = Some(true);
+                self.first_closer = Some(Side::Client);
             } else if self.u2c.close_seen.is_some() {
-                self.first_closer = Some(false);
+                self.first_closer = Some(Side::Upstream);
             }
         }
         if let Some(ev) = self.c2u.event.take().or_else(|| self.u2c.event.take()) {
@@ -177,12 +170,8 @@ where
         }
         let done = |d: &Dir| d.close_seen.is_some() && d.out.is_empty() && !d.needs_flush;
         if done(&self.c2u) && done(&self.u2c) {
-            if let Some((by_client, code, reason)) = self.first_close() {
-                return Poll::Ready(Event::Closed {
-                    by_client,
-                    code,
-                    reason,
-                });
+            if let Some((by, frame)) = self.first_close() {
+                return Poll::Ready(Event::Closed { by, frame });
             }
         }
         Poll::Pending
@@ -213,8 +202,8 @@ where
     /// by `wait`.
     pub async fn finish(
         &mut self,
-        to_client: Option<(u16, String)>,
-        to_upstream: Option<(u16, String)>,
+        to_client: Option<CloseFrame>,
+        to_upstream: Option<CloseFrame>,
         wait: std::time::Duration,
     ) {
         for (d, spec, mask) in [
@@ -239,9 +228,10 @@ where
                 }
             }
             match spec {
-                Some((code, reason)) if !d.close_sent => {
+                Some(f) if !d.close_sent => {
                     let m = mask.then(frame::random_mask);
-                    d.inject.extend_from_slice(&frame::close(code, &reason, m));
+                    d.inject
+                        .extend_from_slice(&frame::close(f.code, &f.reason, m));
                     d.close_sent = true;
                 }
                 _ => {}

@@ -5,8 +5,8 @@
 //! boundaries.
 
 use super::super::frame::{self, Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
-use super::super::pump::Interceptor;
-use super::{Event, HOLD_INCOMPLETE, MAX_INTERCEPTED};
+use super::{Event, Interceptor, HOLD_INCOMPLETE, MAX_INTERCEPTED};
+use crate::session::CloseFrame;
 
 /// A frame held back until complete: a close, a possible refresh, or a
 /// small frame split across reads.
@@ -46,8 +46,8 @@ pub(super) struct Dir {
     pub(super) inject: Vec<u8>,
     /// Input left after an intercepted frame, scanned before reading again.
     pub(super) backlog: Vec<u8>,
-    /// The reading side's close frame (code, reason), once seen.
-    pub(super) close_seen: Option<(u16, String)>,
+    /// The reading side's close frame, once seen.
+    pub(super) close_seen: Option<CloseFrame>,
     /// A close frame went out to the writing side.
     pub(super) close_sent: bool,
     /// Read nothing more (closed, lost or ending).
@@ -275,12 +275,12 @@ impl Dir {
             frame::unmask(&mut payload, mask, 0);
         }
         if held.kind == HeldKind::Close {
-            let (code, reason) = frame::parse_close(&payload);
+            let seen = frame::parse_close(&payload);
             if !self.discard {
                 self.emit(input, &held.bytes, e);
                 self.close_sent = true;
             }
-            self.close_seen = Some((code, reason));
+            self.close_seen = Some(seen);
             self.stopped = true;
             return;
         }

@@ -7,7 +7,7 @@ use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SessionMetrics};
 use crate::proxy::frame::{close, encode, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING};
 
 const MASK: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
@@ -113,9 +113,8 @@ async fn close_handshake_passes_end_to_end() {
     assert_eq!(
         ev,
         Event::Closed {
-            by_client: true,
-            code: 4000,
-            reason: "bye".into()
+            by: Side::Client,
+            frame: CloseFrame::new(4000, "bye")
         }
     );
     assert_eq!(read_exactly(&mut client, u_close.len()).await, &u_close[..]);
@@ -134,8 +133,8 @@ async fn oversized_message_never_reaches_the_upstream() {
     assert_eq!(relay.run().await, Event::TooBig);
     relay
         .finish(
-            Some((1009, "message too big".into())),
-            Some((1001, String::new())),
+            Some(CloseFrame::new(1009, "message too big")),
+            Some(CloseFrame::new(1001, "")),
             Duration::from_millis(200),
         )
         .await;
@@ -181,8 +180,8 @@ async fn close_waits_for_the_frame_in_flight() {
     });
     relay
         .finish(
-            Some((4401, "token expired".into())),
-            Some((1001, String::new())),
+            Some(CloseFrame::new(4401, "token expired")),
+            Some(CloseFrame::new(1001, "")),
             Duration::from_millis(500),
         )
         .await;
@@ -207,7 +206,7 @@ async fn upstream_dying_mid_frame_leaves_no_torn_frame() {
     assert_eq!(relay.run().await, Event::UpstreamLost);
     relay
         .finish(
-            Some((1014, "upstream connection lost".into())),
+            Some(CloseFrame::new(1014, "upstream connection lost")),
             None,
             Duration::from_millis(200),
         )
