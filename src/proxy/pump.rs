@@ -111,7 +111,8 @@ where
                 }
             }
             Event::ClientLost => break CloseReason::ClientLost,
-            Event::UpstreamLost | Event::UpstreamProtocol => break CloseReason::UpstreamLost,
+            Event::UpstreamLost => break CloseReason::UpstreamLost,
+            Event::UpstreamProtocol => break CloseReason::UpstreamProtocol,
             Event::TooBig => break CloseReason::TooBig,
             Event::ClientProtocol => break CloseReason::ClientProtocol,
         }

@@ -27,8 +27,12 @@ pub enum CloseReason {
     /// The upstream's connection ended without a close frame (or it broke
     /// the protocol).
     UpstreamLost,
-    /// The client broke the WebSocket protocol (unmasked or malformed frames).
+    /// The client broke the WebSocket protocol (unmasked or malformed
+    /// frames, a malformed close frame).
     ClientProtocol,
+    /// The upstream broke the WebSocket protocol (masked or malformed
+    /// frames, a malformed close frame).
+    UpstreamProtocol,
     /// The token's `exp` passed.
     Expired,
     /// A revocation covered the session's token.
@@ -83,6 +87,7 @@ impl CloseReason {
             } => Some(frame.clone()),
             CloseReason::UpstreamLost => Some(CloseFrame::new(1014, "upstream connection lost")),
             CloseReason::ClientProtocol => Some(CloseFrame::new(1002, "protocol error")),
+            CloseReason::UpstreamProtocol => Some(CloseFrame::new(1014, "upstream protocol error")),
             CloseReason::Expired => Some(CloseFrame::new(4401, "token expired")),
             CloseReason::Revoked => Some(CloseFrame::new(4403, "token revoked")),
             CloseReason::Terminated => Some(CloseFrame::new(4403, "session terminated")),
@@ -105,6 +110,7 @@ impl CloseReason {
                 frame,
             } => Some(frame.clone()),
             CloseReason::ClientLost => Some(CloseFrame::new(GOING_AWAY, "client gone")),
+            CloseReason::UpstreamProtocol => Some(CloseFrame::new(1002, "protocol error")),
             CloseReason::Expired
             | CloseReason::ClientProtocol
             | CloseReason::Revoked
@@ -127,7 +133,7 @@ impl CloseReason {
             CloseReason::Peer {
                 by: Side::Upstream, ..
             } => "upstream",
-            CloseReason::UpstreamLost => "upstream_lost",
+            CloseReason::UpstreamLost | CloseReason::UpstreamProtocol => "upstream_lost",
             CloseReason::Expired => "expired",
             CloseReason::Revoked => "revoked",
             CloseReason::Terminated => "terminated",
@@ -154,7 +160,7 @@ mod tests {
     /// One row per line of the CONTRACT's session table.
     #[test]
     fn contract_session_table() {
-        let rows: [Row; 9] = [
+        let rows: [Row; 11] = [
             (
                 CloseReason::Expired,
                 Some((4401, "token expired")),
@@ -204,6 +210,20 @@ mod tests {
                 "idle",
             ),
             (CloseReason::ClientLost, None, Some(1001), "client"),
+            // Headers and tokens: a malformed close (or frame) fails the
+            // sender's connection with 1002; the other side hears 1001 / 1014.
+            (
+                CloseReason::ClientProtocol,
+                Some((1002, "protocol error")),
+                Some(1001),
+                "client",
+            ),
+            (
+                CloseReason::UpstreamProtocol,
+                Some((1014, "upstream protocol error")),
+                Some(1002),
+                "upstream_lost",
+            ),
         ];
         for (reason, client, upstream, label) in rows {
             assert_eq!(

@@ -275,7 +275,17 @@ impl Dir {
             frame::unmask(&mut payload, mask, 0);
         }
         if held.kind == HeldKind::Close {
-            let seen = frame::parse_close(&payload);
+            // Only close frames are inspected: a malformed one fails the
+            // connection (1002 to its sender) instead of being passed on.
+            let seen = match frame::parse_close(&payload) {
+                Ok(seen) => seen,
+                Err(_) if !self.discard => {
+                    self.event = Some(self.protocol_error());
+                    return;
+                }
+                // Already ending: a malformed answer still ends the wait.
+                Err(_) => CloseFrame::new(1002, ""),
+            };
             if !self.discard {
                 self.emit(input, &held.bytes, e);
                 self.close_sent = true;
