@@ -188,3 +188,41 @@ async fn malformed_upstream_close_gets_1002_and_the_client_1014() {
     );
     gw.assert_serving().await;
 }
+
+// ---------------------------------------------------------------------------
+// Gateway messages and fragments
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_sent_in_fragments_is_taken_by_the_gateway() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "    session:\n      refresh: true\n",
+        "",
+    ));
+    let mut ws = raw_client(&gw, "/echo").await;
+    ws.send_text("before").await;
+    assert_eq!(ws.next_text().await, "before");
+    let exp = now() + 900;
+    let fresh = token("alice", json!({ "exp": exp }));
+    let msg = json!({"type": "wsgate.refresh", "token": fresh}).to_string();
+    let (a, rest) = msg.split_at(10);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    ws.send_frame(0x01, a.as_bytes()).await; // text, more to come
+    ws.send_frame(0x89, b"between").await; // a ping between fragments
+    ws.send_frame(0x00, b.as_bytes()).await; // continuation
+    ws.send_frame(0x80, c.as_bytes()).await; // last continuation
+    let reply: serde_json::Value = serde_json::from_str(&ws.next_text().await).unwrap();
+    assert_eq!(reply["type"], "wsgate.refreshed", "{reply}");
+    assert_eq!(reply["exp"], json!(exp), "{reply}");
+    ws.send_text("after").await;
+    assert_eq!(ws.next_text().await, "after");
+    let seen = up.conn(0).await.received;
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m.to_text().is_ok_and(|t| t.contains("wsgate.refresh"))),
+        "the refresh reached the upstream: {seen:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! Client text messages the gateway answers itself instead of passing them
-//! on (in-band refresh).
+//! on (in-band refresh). They are JSON objects: a fragmented client text
+//! message is held for the interceptor only while it can still be one.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -11,8 +11,11 @@
 //! - enforce `max_message_size` before the first byte of an oversized frame
 //!   is passed on,
 //! - see close frames (and pass them on), and
-//! - inject frames of its own (a close, a refresh answer) between two frames,
-//!   never inside one.
+//! - inject frames of its own between two frames, never inside one: a close
+//!   between any two frames, a message (a refresh answer) only between two
+//!   messages, never between the fragments of one, and
+//! - take client text messages that are the gateway's (refresh), fragmented
+//!   or not, up to `MAX_INTERCEPTED`.
 //!
 //! Each read goes into a per-thread scratch buffer and is written out at once;
 //! only what the other side cannot take yet is copied into the session's own
@@ -119,10 +122,11 @@ where
         seen.clone().map(|frame| (by, frame))
     }
 
-    /// A text frame from the gateway to the client, sent between frames.
+    /// A text message from the gateway to the client, sent between two
+    /// messages of the upstream's.
     pub fn send_to_client(&mut self, text: &str) {
         let f = frame::encode(OP_TEXT, text.as_bytes(), None);
-        self.u2c.inject.extend_from_slice(&f);
+        self.u2c.inject_msg.extend_from_slice(&f);
     }
 
     /// Relays until something ends the session or needs the pump.
@@ -215,6 +219,15 @@ where
             // reader that failed (lost, oversized, protocol) is not read again.
             let broken = d.event.take().is_some();
             d.discard = true;
+            // Fragments held for the interceptor were never passed on.
+            d.assembly = None;
+            // A message of the gateway's goes out before the close if the
+            // direction is between two messages now; otherwise never.
+            if d.at_frame_boundary() && !d.in_message {
+                let msgs = std::mem::take(&mut d.inject_msg);
+                d.inject.extend_from_slice(&msgs);
+            }
+            d.inject_msg = Vec::new();
             d.stopped = d.stopped || broken || d.close_seen.is_some();
             if d.stopped {
                 // Its reader is done: a frame it left half-read is dropped
@@ -328,9 +341,13 @@ where
         }
         // Frames of the gateway's own go out at once when no frame is in
         // flight (the scan places them when one completes).
-        if !d.inject.is_empty() && d.remaining == 0 && d.held.is_none() {
-            let inject = std::mem::take(&mut d.inject);
-            d.out.extend_from_slice(&inject);
+        if d.injects_ready() {
+            if !d.in_message {
+                let msgs = std::mem::take(&mut d.inject_msg);
+                d.out.extend_from_slice(&msgs);
+            }
+            let frames = std::mem::take(&mut d.inject);
+            d.out.extend_from_slice(&frames);
             continue;
         }
         if d.stopped {
