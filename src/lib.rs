@@ -15,6 +15,7 @@
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
 //! - [`upstream`]: choosing and connecting an upstream.
 //! - [`proxy`]: the frame pump between the two and the session task.
+//! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
 //! - [`session`]: the registry of live sessions and the close-reason table.
 //! - [`revocation`]: revocation entries and their stores.
 //! - [`admin`]: health, metrics and the admin API.
@@ -37,7 +38,7 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 pub mod handshake;
-pub mod leftover;
+pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

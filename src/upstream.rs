@@ -23,7 +23,7 @@ use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::{Balance, UpstreamUrl};
-use crate::proxy::prefixed::Prefixed;
+use crate::io::prefixed::Prefixed;
 
 /// The largest upstream handshake response accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;

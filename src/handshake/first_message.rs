@@ -19,8 +19,8 @@ use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Reject};
 use crate::auth::sources;
 use crate::auth::VerifiedToken;
 use crate::gateway::Gateway;
-use crate::proxy::direct::{close_client, read_text_message, DirectError};
-use crate::proxy::prefixed::Prefixed;
+use crate::io::prefixed::Prefixed;
+use crate::proxy::client_io::{close_client, read_text_message, ClientIoError};
 use crate::route::Params;
 use crate::session::Admitted;
 use crate::snapshot::{Route, Snapshot};
@@ -172,11 +172,11 @@ where
     Ok((admission, leftover))
 }
 
-fn message_error_text(e: &DirectError) -> &'static str {
+fn message_error_text(e: &ClientIoError) -> &'static str {
     match e {
-        DirectError::Ended => "connection ended before authentication",
-        DirectError::NotText => "expected an authentication message",
-        DirectError::TooLarge => "authentication message too large",
-        DirectError::Protocol => "protocol error",
+        ClientIoError::Ended => "connection ended before authentication",
+        ClientIoError::NotText => "expected an authentication message",
+        ClientIoError::TooLarge => "authentication message too large",
+        ClientIoError::Protocol => "protocol error",
     }
 }

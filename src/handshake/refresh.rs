@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::admit::{admit, Attempt, Credential};
 use crate::gateway::Gateway;
-use crate::proxy::pump::Interceptor;
+use crate::proxy::relay::Interceptor;
 use crate::session::SessionHandle;
 use crate::snapshot::Route;
 

@@ -6,6 +6,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::session::CloseFrame;
+
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
 pub const OP_BINARY: u8 = 0x2;
@@ -162,23 +164,38 @@ pub fn close(code: u16, reason: &str, mask: Option<[u8; 4]>) -> BytesMut {
     encode(OP_CLOSE, &payload, mask)
 }
 
+/// Why a close frame is refused: each fails the connection with 1002.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CloseError {
+    #[error("close payload of one byte")]
+    Truncated,
+    #[error("close code {0} may not be sent")]
+    Code(u16),
+    #[error("close reason is not UTF-8")]
+    Reason,
+}
+
 /// Code and reason of a close payload (already unmasked). An empty payload
-/// is 1005; a malformed one is reported as 1002 (protocol error).
-pub fn parse_close(payload: &[u8]) -> (u16, String) {
+/// is 1005 (no status).
+pub fn parse_close(payload: &[u8]) -> Result<CloseFrame, CloseError> {
     match payload {
-        [] => (1005, String::new()),
-        [_] => (1002, String::new()),
+        [] => Ok(CloseFrame::no_status()),
+        [_] => Err(CloseError::Truncated),
         [a, b, rest @ ..] => {
             let code = u16::from_be_bytes([*a, *b]);
-            match std::str::from_utf8(rest) {
-                Ok(r) if valid_close_code(code) => (code, r.to_owned()),
-                _ => (1002, String::new()),
+            if !valid_close_code(code) {
+                return Err(CloseError::Code(code));
             }
+            let reason = std::str::from_utf8(rest).map_err(|_| CloseError::Reason)?;
+            Ok(CloseFrame::new(code, reason))
         }
     }
 }
 
-/// Codes a peer may put on the wire (RFC 6455 7.4 and the IANA registry).
+/// Codes a peer may put on the wire (RFC 6455 7.4 and the IANA registry):
+/// not below 1000, not 1004-1006 or 1015 (reserved, or only meaningful
+/// locally), not the unassigned 1016-2999, nor 5000 and above. 1012-1014
+/// are assigned (service restart, try again later, bad gateway).
 pub fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
@@ -231,10 +248,28 @@ mod tests {
     fn close_payloads() {
         let f = close(4401, "token expired", None);
         let h = parse(&f).unwrap().unwrap();
-        assert_eq!(parse_close(&f[h.len..]), (4401, "token expired".into()));
-        assert_eq!(parse_close(&[]), (1005, String::new()));
-        assert_eq!(parse_close(&[3]), (1002, String::new()));
-        assert_eq!(parse_close(&[0x03, 0xED]), (1002, String::new())); // 1005 on the wire
+        assert_eq!(
+            parse_close(&f[h.len..]),
+            Ok(CloseFrame::new(4401, "token expired"))
+        );
+        assert_eq!(parse_close(&[]), Ok(CloseFrame::no_status()));
+        assert_eq!(parse_close(&[3]), Err(CloseError::Truncated));
+        assert_eq!(parse_close(&[0x03, 0xED]), Err(CloseError::Code(1005)));
+        assert_eq!(parse_close(&[0x03, 0xE8, 0xFF]), Err(CloseError::Reason));
+        // Autobahn 7.7.x (sendable) and 7.9.x (not sendable).
+        let sendable = [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014,
+        ];
+        for code in sendable.into_iter().chain([3000, 3999, 4000, 4999]) {
+            assert!(valid_close_code(code), "{code}");
+        }
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            assert!(!valid_close_code(code), "{code}");
+            let payload = code.to_be_bytes();
+            assert_eq!(parse_close(&payload), Err(CloseError::Code(code)));
+        }
         let long = "é".repeat(100);
         let f = close(1000, &long, None);
         assert!(f.len() <= 127);

@@ -17,17 +17,15 @@
 //! Refresh frames taken out by the relay are answered here, between relay
 //! steps, so the relay itself never awaits anything but I/O.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant};
 
-use super::relay::{Accounting, Event, Relay};
-use crate::metrics::{Direction, SessionMetrics};
-use crate::session::{unix_now_ms, CloseReason, SessionHandle};
+use super::relay::{Accounting, Event, Interceptor, Relay, Tally};
+use crate::metrics::SessionMetrics;
+use crate::session::{unix_now_ms, CloseFrame, CloseReason, SessionHandle, Side};
 
 /// How long the pump waits for each side to answer a close frame.
 const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(3);
@@ -38,44 +36,6 @@ pub struct PumpSettings {
     pub close_on_expiry: bool,
     pub idle_timeout: Option<Duration>,
     pub max_message_size: usize,
-}
-
-/// Client text messages the gateway answers itself (refresh).
-pub trait Interceptor: Send + Sync {
-    /// Cheap test on a client text frame: is this for the gateway?
-    fn wants(&self, text: &str) -> bool;
-    /// The answer to send back to the client.
-    fn answer<'a>(&'a self, text: String) -> Pin<Box<dyn Future<Output = String> + Send + 'a>>;
-}
-
-/// Messages and payload bytes of one session, each way (for its end-of-session log line).
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub msgs_up: AtomicU64,
-    pub msgs_down: AtomicU64,
-    pub bytes_up: AtomicU64,
-    pub bytes_down: AtomicU64,
-}
-
-impl Tally {
-    pub fn add_many(&self, direction: Direction, msgs: u64, bytes: u64) {
-        let (m, b) = match direction {
-            Direction::to_upstream => (&self.msgs_up, &self.bytes_up),
-            Direction::to_client => (&self.msgs_down, &self.bytes_down),
-        };
-        m.fetch_add(msgs, Ordering::Relaxed);
-        b.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    /// (messages, bytes) to the upstream, then (messages, bytes) to the client.
-    pub fn snapshot(&self) -> [u64; 4] {
-        [
-            self.msgs_up.load(Ordering::Relaxed),
-            self.bytes_up.load(Ordering::Relaxed),
-            self.msgs_down.load(Ordering::Relaxed),
-            self.bytes_down.load(Ordering::Relaxed),
-        ]
-    }
 }
 
 /// Relays a session until it ends; returns why.
@@ -118,22 +78,17 @@ where
             r = control(session, settings, &last_activity, start, answer_by) => match r {
                 Control::End(r) => break r,
                 Control::NoAnswer => {
-                    let (by_client, code, reason) = half_closed.unwrap_or((true, 1005, String::new()));
-                    break peer_close(by_client, code, reason);
+                    let (by, frame) = half_closed.unwrap_or((Side::Client, CloseFrame::no_status()));
+                    break CloseReason::Peer { by, frame };
                 }
             },
         };
         match event {
-            Event::Closed {
-                by_client,
-                code,
-                reason,
-            } => {
+            Event::Closed { by, frame } => {
                 // Both close frames went through: nothing is owed to either side.
-                session.close(peer_close(by_client, code, reason.clone()));
-                return session
-                    .take_reason()
-                    .unwrap_or_else(|| peer_close(by_client, code, reason));
+                let peer = CloseReason::Peer { by, frame };
+                session.close(peer.clone());
+                return session.reason().unwrap_or(peer);
             }
             Event::Intercepted(text) => {
                 if let Some(icpt) = interceptor {
@@ -144,16 +99,20 @@ where
             // A side that vanishes after its peer asked to close has, in
             // effect, answered: the session ends as the peer asked, and the
             // peer gets its own close back.
-            Event::UpstreamLost if matches!(relay.first_close(), Some((true, ..))) => {
-                let (_, code, reason) = relay.first_close().unwrap_or((true, 1005, String::new()));
-                break CloseReason::Client { code, reason };
-            }
-            Event::ClientLost if matches!(relay.first_close(), Some((false, ..))) => {
-                let (_, code, reason) = relay.first_close().unwrap_or((false, 1005, String::new()));
-                break CloseReason::Upstream { code, reason };
+            Event::UpstreamLost | Event::ClientLost if relay.first_close().is_some() => {
+                let lost = match event {
+                    Event::UpstreamLost => Side::Upstream,
+                    _ => Side::Client,
+                };
+                match relay.first_close() {
+                    Some((by, frame)) if by != lost => break CloseReason::Peer { by, frame },
+                    _ if lost == Side::Client => break CloseReason::ClientLost,
+                    _ => break CloseReason::UpstreamLost,
+                }
             }
             Event::ClientLost => break CloseReason::ClientLost,
-            Event::UpstreamLost | Event::UpstreamProtocol => break CloseReason::UpstreamLost,
+            Event::UpstreamLost => break CloseReason::UpstreamLost,
+            Event::UpstreamProtocol => break CloseReason::UpstreamProtocol,
             Event::TooBig => break CloseReason::TooBig,
             Event::ClientProtocol => break CloseReason::ClientProtocol,
         }
@@ -161,27 +120,24 @@ where
     // Record the reason first, so a concurrent revoke cannot claim a session
     // that already ended on its own.
     session.close(reason.clone());
-    let reason = session.take_reason().unwrap_or(reason);
-    let spec = |s: Option<crate::session::close::CloseFrameSpec>| s.map(|s| (s.code, s.reason));
+    let reason = session.reason().unwrap_or(reason);
     let (to_client, to_upstream) = match &reason {
         // A side closed and its peer never answered: answer it with its own
         // close, as the peer would have.
-        CloseReason::Client { code, reason } => (Some((*code, reason.clone())), None),
-        CloseReason::Upstream { code, reason } => (None, Some((*code, reason.clone()))),
-        other => (spec(other.to_client()), spec(other.to_upstream())),
+        CloseReason::Peer {
+            by: Side::Client,
+            frame,
+        } => (Some(frame.clone()), None),
+        CloseReason::Peer {
+            by: Side::Upstream,
+            frame,
+        } => (None, Some(frame.clone())),
+        other => (other.to_client(), other.to_upstream()),
     };
     relay
         .finish(to_client, to_upstream, CLOSE_HANDSHAKE_WAIT)
         .await;
     reason
-}
-
-fn peer_close(by_client: bool, code: u16, reason: String) -> CloseReason {
-    if by_client {
-        CloseReason::Client { code, reason }
-    } else {
-        CloseReason::Upstream { code, reason }
-    }
 }
 
 /// What ended [`control`]'s wait.
@@ -235,7 +191,7 @@ async fn control(
         };
         tokio::select! {
             _ = session.cancelled() => {
-                return Control::End(session.take_reason().unwrap_or(CloseReason::Shutdown));
+                return Control::End(session.reason().unwrap_or(CloseReason::Shutdown));
             }
             _ = moved => {}
             _ = sleep_until(wake_at.unwrap_or_else(far_future)), if wake_at.is_some() => {

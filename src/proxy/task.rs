@@ -9,8 +9,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::gateway::Gateway;
-use crate::proxy::direct::close_client;
-use crate::proxy::pump::{self, Interceptor, PumpSettings};
+use crate::proxy::client_io::close_client;
+use crate::proxy::pump::{self, PumpSettings};
+use crate::proxy::relay::{Interceptor, Tally};
 use crate::session::SessionGuard;
 use crate::snapshot::Route;
 use crate::upstream::Connected;
@@ -76,7 +77,7 @@ pub async fn run<C>(
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
-    let tally = pump::Tally::default();
+    let tally = Tally::default();
     let reason = pump::run(
         client,
         &mut connected.io,

@@ -1,20 +1,38 @@
 //! The CONTRACT's session table as one exhaustive mapping: why a session ended
 //! decides what each side is told and which metric label is counted.
 
+/// One leg of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+}
+
 /// Why a session ended. Every variant is a row of the contract's session table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client sent a close frame; it is passed on unchanged.
-    Client { code: u16, reason: String },
-    /// The upstream sent a close frame; it is passed on unchanged.
-    Upstream { code: u16, reason: String },
+    /// A side sent a close frame; it is passed on unchanged.
+    Peer { by: Side, frame: CloseFrame },
     /// The client's connection ended without a close frame.
     ClientLost,
     /// The upstream's connection ended without a close frame (or it broke
     /// the protocol).
     UpstreamLost,
-    /// The client broke the WebSocket protocol (unmasked or malformed frames).
+    /// The client broke the WebSocket protocol (unmasked or malformed
+    /// frames, a malformed close frame).
     ClientProtocol,
+    /// The upstream broke the WebSocket protocol (masked or malformed
+    /// frames, a malformed close frame).
+    UpstreamProtocol,
     /// The token's `exp` passed.
     Expired,
     /// A revocation covered the session's token.
@@ -31,19 +49,24 @@ pub enum CloseReason {
     Shutdown,
 }
 
-/// What one side receives: a close code and its reason text.
+/// A close frame's content: its code and reason text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseFrameSpec {
+pub struct CloseFrame {
     pub code: u16,
     pub reason: String,
 }
 
-impl CloseFrameSpec {
-    fn new(code: u16, reason: &str) -> Self {
+impl CloseFrame {
+    pub fn new(code: u16, reason: &str) -> Self {
         Self {
             code,
             reason: reason.to_owned(),
         }
+    }
+
+    /// What an empty close payload means (RFC 6455 7.1.5).
+    pub fn no_status() -> Self {
+        Self::new(1005, "")
     }
 }
 
@@ -52,36 +75,42 @@ pub const GOING_AWAY: u16 = 1001;
 
 impl CloseReason {
     /// The close frame the client receives; `None` when the client is gone.
-    pub fn to_client(&self) -> Option<CloseFrameSpec> {
+    pub fn to_client(&self) -> Option<CloseFrame> {
         match self {
-            CloseReason::Client { .. } | CloseReason::ClientLost => None,
-            CloseReason::Upstream { code, reason } => Some(CloseFrameSpec {
-                code: *code,
-                reason: reason.clone(),
-            }),
-            CloseReason::UpstreamLost => {
-                Some(CloseFrameSpec::new(1014, "upstream connection lost"))
+            CloseReason::Peer {
+                by: Side::Client, ..
             }
-            CloseReason::ClientProtocol => Some(CloseFrameSpec::new(1002, "protocol error")),
-            CloseReason::Expired => Some(CloseFrameSpec::new(4401, "token expired")),
-            CloseReason::Revoked => Some(CloseFrameSpec::new(4403, "token revoked")),
-            CloseReason::Terminated => Some(CloseFrameSpec::new(4403, "session terminated")),
-            CloseReason::Policy => Some(CloseFrameSpec::new(4403, "access revoked by policy")),
-            CloseReason::Idle => Some(CloseFrameSpec::new(GOING_AWAY, "idle timeout")),
-            CloseReason::TooBig => Some(CloseFrameSpec::new(1009, "message too big")),
-            CloseReason::Shutdown => Some(CloseFrameSpec::new(GOING_AWAY, "gateway shutting down")),
+            | CloseReason::ClientLost => None,
+            CloseReason::Peer {
+                by: Side::Upstream,
+                frame,
+            } => Some(frame.clone()),
+            CloseReason::UpstreamLost => Some(CloseFrame::new(1014, "upstream connection lost")),
+            CloseReason::ClientProtocol => Some(CloseFrame::new(1002, "protocol error")),
+            CloseReason::UpstreamProtocol => Some(CloseFrame::new(1014, "upstream protocol error")),
+            CloseReason::Expired => Some(CloseFrame::new(4401, "token expired")),
+            CloseReason::Revoked => Some(CloseFrame::new(4403, "token revoked")),
+            CloseReason::Terminated => Some(CloseFrame::new(4403, "session terminated")),
+            CloseReason::Policy => Some(CloseFrame::new(4403, "access revoked by policy")),
+            CloseReason::Idle => Some(CloseFrame::new(GOING_AWAY, "idle timeout")),
+            CloseReason::TooBig => Some(CloseFrame::new(1009, "message too big")),
+            CloseReason::Shutdown => Some(CloseFrame::new(GOING_AWAY, "gateway shutting down")),
         }
     }
 
     /// The close frame the upstream receives; `None` when the upstream is gone.
-    pub fn to_upstream(&self) -> Option<CloseFrameSpec> {
+    pub fn to_upstream(&self) -> Option<CloseFrame> {
         match self {
-            CloseReason::Upstream { .. } | CloseReason::UpstreamLost => None,
-            CloseReason::Client { code, reason } => Some(CloseFrameSpec {
-                code: *code,
-                reason: reason.clone(),
-            }),
-            CloseReason::ClientLost => Some(CloseFrameSpec::new(GOING_AWAY, "client gone")),
+            CloseReason::Peer {
+                by: Side::Upstream, ..
+            }
+            | CloseReason::UpstreamLost => None,
+            CloseReason::Peer {
+                by: Side::Client,
+                frame,
+            } => Some(frame.clone()),
+            CloseReason::ClientLost => Some(CloseFrame::new(GOING_AWAY, "client gone")),
+            CloseReason::UpstreamProtocol => Some(CloseFrame::new(1002, "protocol error")),
             CloseReason::Expired
             | CloseReason::ClientProtocol
             | CloseReason::Revoked
@@ -89,18 +118,22 @@ impl CloseReason {
             | CloseReason::Policy
             | CloseReason::Idle
             | CloseReason::TooBig
-            | CloseReason::Shutdown => Some(CloseFrameSpec::new(GOING_AWAY, "")),
+            | CloseReason::Shutdown => Some(CloseFrame::new(GOING_AWAY, "")),
         }
     }
 
     /// The `reason` label of `wsgate_session_closes_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            CloseReason::Client { .. } | CloseReason::ClientLost | CloseReason::ClientProtocol => {
-                "client"
+            CloseReason::Peer {
+                by: Side::Client, ..
             }
-            CloseReason::Upstream { .. } => "upstream",
-            CloseReason::UpstreamLost => "upstream_lost",
+            | CloseReason::ClientLost
+            | CloseReason::ClientProtocol => "client",
+            CloseReason::Peer {
+                by: Side::Upstream, ..
+            } => "upstream",
+            CloseReason::UpstreamLost | CloseReason::UpstreamProtocol => "upstream_lost",
             CloseReason::Expired => "expired",
             CloseReason::Revoked => "revoked",
             CloseReason::Terminated => "terminated",
@@ -127,7 +160,7 @@ mod tests {
     /// One row per line of the CONTRACT's session table.
     #[test]
     fn contract_session_table() {
-        let rows: [Row; 9] = [
+        let rows: [Row; 11] = [
             (
                 CloseReason::Expired,
                 Some((4401, "token expired")),
@@ -177,6 +210,20 @@ mod tests {
                 "idle",
             ),
             (CloseReason::ClientLost, None, Some(1001), "client"),
+            // Headers and tokens: a malformed close (or frame) fails the
+            // sender's connection with 1002; the other side hears 1001 / 1014.
+            (
+                CloseReason::ClientProtocol,
+                Some((1002, "protocol error")),
+                Some(1001),
+                "client",
+            ),
+            (
+                CloseReason::UpstreamProtocol,
+                Some((1014, "upstream protocol error")),
+                Some(1002),
+                "upstream_lost",
+            ),
         ];
         for (reason, client, upstream, label) in rows {
             assert_eq!(
@@ -191,29 +238,19 @@ mod tests {
 
     #[test]
     fn peer_close_is_passed_on_unchanged() {
-        let c = CloseReason::Client {
-            code: 4000,
-            reason: "bye".into(),
+        let c = CloseReason::Peer {
+            by: Side::Client,
+            frame: CloseFrame::new(4000, "bye"),
         };
-        assert_eq!(
-            c.to_upstream(),
-            Some(CloseFrameSpec {
-                code: 4000,
-                reason: "bye".into()
-            })
-        );
+        assert_eq!(c.to_upstream(), Some(CloseFrame::new(4000, "bye")));
         assert_eq!(c.to_client(), None);
-        let u = CloseReason::Upstream {
-            code: 1000,
-            reason: "done".into(),
+        assert_eq!(c.metric_label(), "client");
+        let u = CloseReason::Peer {
+            by: Side::Upstream,
+            frame: CloseFrame::new(1000, "done"),
         };
-        assert_eq!(
-            u.to_client(),
-            Some(CloseFrameSpec {
-                code: 1000,
-                reason: "done".into()
-            })
-        );
+        assert_eq!(u.to_client(), Some(CloseFrame::new(1000, "done")));
         assert_eq!(u.to_upstream(), None);
+        assert_eq!(u.metric_label(), "upstream");
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::VerifiedToken;
-pub use close::CloseReason;
+pub use close::{CloseFrame, CloseReason, Side};
 pub use registry::{Registry, SessionGuard, SlotError};
 
 pub type SessionId = u64;
@@ -117,7 +117,8 @@ impl SessionHandle {
         self.cancel.cancelled()
     }
 
-    pub fn take_reason(&self) -> Option<CloseReason> {
+    /// Why the session ended, once it has.
+    pub fn reason(&self) -> Option<CloseReason> {
         self.reason.lock().clone()
     }
 

@@ -33,7 +33,7 @@ use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::leftover::Leftover;
+use crate::io::buf::Leftover;
 
 /// Largest TLS record on the wire: 16 KiB of plaintext, the most expansion
 /// TLS 1.2 allows, and the header.

@@ -11,8 +11,11 @@
 //! - enforce `max_message_size` before the first byte of an oversized frame
 //!   is passed on,
 //! - see close frames (and pass them on), and
-//! - inject frames of its own (a close, a refresh answer) between two frames,
-//!   never inside one.
+//! - inject frames of its own between two frames, never inside one: a close
+//!   between any two frames, a message (a refresh answer) only between two
+//!   messages, never between the fragments of one, and
+//! - take client text messages that are the gateway's (refresh), fragmented
+//!   or not, up to `MAX_INTERCEPTED`.
 //!
 //! Each read goes into a per-thread scratch buffer and is written out at once;
 //! only what the other side cannot take yet is copied into the session's own
@@ -22,18 +25,22 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 use super::frame::{self, OP_TEXT};
-use super::pump::{Interceptor, Tally};
-use crate::metrics::{Direction, SessionMetrics};
+use crate::metrics::Direction;
+use crate::session::{CloseFrame, Side};
 use scan::Dir;
 
+mod intercept;
 mod scan;
+mod tally;
+
+pub use intercept::Interceptor;
+pub use tally::{Accounting, Tally};
 
 /// One read's worth: large enough for a TLS record burst or a 16 KiB message.
 const SCRATCH: usize = 32 * 1024;
@@ -54,11 +61,10 @@ thread_local! {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Both sides sent close frames (each passed on unchanged); the first
-    /// closer and its code. Also returned when only the first closer has.
+    /// closer and its frame.
     Closed {
-        by_client: bool,
-        code: u16,
-        reason: String,
+        by: Side,
+        frame: CloseFrame,
     },
     ClientLost,
     UpstreamLost,
@@ -67,15 +73,6 @@ pub enum Event {
     UpstreamProtocol,
     /// A client text frame the interceptor wants (already taken out).
     Intercepted(String),
-}
-
-/// Where the relay reports what it passed on.
-pub struct Accounting<'a> {
-    pub metrics: &'a SessionMetrics,
-    pub tally: &'a Tally,
-    /// Milliseconds since `start` of the last frame either way (idle timeout).
-    pub last_activity: &'a AtomicU64,
-    pub start: Instant,
 }
 
 /// Both legs of a session and the state of each direction.
@@ -87,8 +84,8 @@ pub struct Relay<'a, C, U> {
     max_message: u64,
     interceptor: Option<&'a dyn Interceptor>,
     acct: Accounting<'a>,
-    /// Which side sent the first close frame (true: the client).
-    first_closer: Option<bool>,
+    /// Which side sent the first close frame.
+    first_closer: Option<Side>,
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -115,21 +112,21 @@ where
         }
     }
 
-    /// The first close frame seen, if any: (by client, code, reason).
-    pub fn first_close(&self) -> Option<(bool, u16, String)> {
-        let by_client = self.first_closer?;
-        let seen = if by_client {
-            &self.c2u.close_seen
-        } else {
-            &self.u2c.close_seen
+    /// The first close frame seen, if any, and who sent it.
+    pub fn first_close(&self) -> Option<(Side, CloseFrame)> {
+        let by = self.first_closer?;
+        let seen = match by {
+            Side::Client => &self.c2u.close_seen,
+            Side::Upstream => &self.u2c.close_seen,
         };
-        seen.as_ref().map(|(c, r)| (by_client, *c, r.clone()))
+        seen.clone().map(|frame| (by, frame))
     }
 
-    /// A text frame from the gateway to the client, sent between frames.
+    /// A text message from the gateway to the client, sent between two
+    /// messages of the upstream's.
     pub fn send_to_client(&mut self, text: &str) {
         let f = frame::encode(OP_TEXT, text.as_bytes(), None);
-        self.u2c.inject.extend_from_slice(&f);
+        self.u2c.inject_msg.extend_from_slice(&f);
     }
 
     /// Relays until something ends the session or needs the pump.
@@ -162,9 +159,9 @@ where
         self.account();
         if self.first_closer.is_none() {
             if self.c2u.close_seen.is_some() {
-                self.first_closer = Some(true);
+                self.first_closer = Some(Side::Client);
             } else if self.u2c.close_seen.is_some() {
-                self.first_closer = Some(false);
+                self.first_closer = Some(Side::Upstream);
             }
         }
         if let Some(ev) = self.c2u.event.take().or_else(|| self.u2c.event.take()) {
@@ -177,12 +174,8 @@ where
         }
         let done = |d: &Dir| d.close_seen.is_some() && d.out.is_empty() && !d.needs_flush;
         if done(&self.c2u) && done(&self.u2c) {
-            if let Some((by_client, code, reason)) = self.first_close() {
-                return Poll::Ready(Event::Closed {
-                    by_client,
-                    code,
-                    reason,
-                });
+            if let Some((by, frame)) = self.first_close() {
+                return Poll::Ready(Event::Closed { by, frame });
             }
         }
         Poll::Pending
@@ -213,8 +206,8 @@ where
     /// by `wait`.
     pub async fn finish(
         &mut self,
-        to_client: Option<(u16, String)>,
-        to_upstream: Option<(u16, String)>,
+        to_client: Option<CloseFrame>,
+        to_upstream: Option<CloseFrame>,
         wait: std::time::Duration,
     ) {
         for (d, spec, mask) in [
@@ -226,6 +219,15 @@ where
             // reader that failed (lost, oversized, protocol) is not read again.
             let broken = d.event.take().is_some();
             d.discard = true;
+            // Fragments held for the interceptor were never passed on.
+            d.assembly = None;
+            // A message of the gateway's goes out before the close if the
+            // direction is between two messages now; otherwise never.
+            if d.at_frame_boundary() && !d.in_message {
+                let msgs = std::mem::take(&mut d.inject_msg);
+                d.inject.extend_from_slice(&msgs);
+            }
+            d.inject_msg = Vec::new();
             d.stopped = d.stopped || broken || d.close_seen.is_some();
             if d.stopped {
                 // Its reader is done: a frame it left half-read is dropped
@@ -239,9 +241,10 @@ where
                 }
             }
             match spec {
-                Some((code, reason)) if !d.close_sent => {
+                Some(f) if !d.close_sent => {
                     let m = mask.then(frame::random_mask);
-                    d.inject.extend_from_slice(&frame::close(code, &reason, m));
+                    d.inject
+                        .extend_from_slice(&frame::close(f.code, &f.reason, m));
                     d.close_sent = true;
                 }
                 _ => {}
@@ -338,9 +341,13 @@ where
         }
         // Frames of the gateway's own go out at once when no frame is in
         // flight (the scan places them when one completes).
-        if !d.inject.is_empty() && d.remaining == 0 && d.held.is_none() {
-            let inject = std::mem::take(&mut d.inject);
-            d.out.extend_from_slice(&inject);
+        if d.injects_ready() {
+            if !d.in_message {
+                let msgs = std::mem::take(&mut d.inject_msg);
+                d.out.extend_from_slice(&msgs);
+            }
+            let frames = std::mem::take(&mut d.inject);
+            d.out.extend_from_slice(&frames);
             continue;
         }
         if d.stopped {

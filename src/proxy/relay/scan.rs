@@ -1,12 +1,14 @@
 //! Frame scanning for one direction of the relay: walks the bytes of each
 //! read frame by frame, decides per frame whether it passes straight on, is
 //! held until complete (a close, a possible refresh, a small frame split
-//! across reads) or refused, and places the gateway's own frames at frame
-//! boundaries.
+//! across reads) or refused, and places the gateway's own frames: control
+//! frames (a close) at frame boundaries, messages (a refresh answer) at
+//! message boundaries only, since RFC 6455 allows nothing but control
+//! frames between the fragments of a message.
 
 use super::super::frame::{self, Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
-use super::super::pump::Interceptor;
-use super::{Event, HOLD_INCOMPLETE, MAX_INTERCEPTED};
+use super::{Event, Interceptor, HOLD_INCOMPLETE, MAX_INTERCEPTED};
+use crate::session::CloseFrame;
 
 /// A frame held back until complete: a close, a possible refresh, or a
 /// small frame split across reads.
@@ -42,12 +44,17 @@ pub(super) struct Dir {
     pub(super) out: Vec<u8>,
     pub(super) out_pos: usize,
     pub(super) needs_flush: bool,
-    /// Frames of the gateway's own, emitted at the next frame boundary.
+    /// Control frames of the gateway's own, emitted at the next frame boundary.
     pub(super) inject: Vec<u8>,
+    /// Messages of the gateway's own, emitted at the next message boundary.
+    pub(super) inject_msg: Vec<u8>,
+    /// A fragmented client text message that may be for the interceptor,
+    /// held until its last fragment (bounded by `MAX_INTERCEPTED`).
+    pub(super) assembly: Option<Assembly>,
     /// Input left after an intercepted frame, scanned before reading again.
     pub(super) backlog: Vec<u8>,
-    /// The reading side's close frame (code, reason), once seen.
-    pub(super) close_seen: Option<(u16, String)>,
+    /// The reading side's close frame, once seen.
+    pub(super) close_seen: Option<CloseFrame>,
     /// A close frame went out to the writing side.
     pub(super) close_sent: bool,
     /// Read nothing more (closed, lost or ending).
@@ -57,6 +64,23 @@ pub(super) struct Dir {
     pub(super) event: Option<Event>,
     pub(super) msgs: u64,
     pub(super) bytes: u64,
+}
+
+/// The fragments of a client text message held so far: as they came (to
+/// pass on unchanged if the message is not the gateway's) and unmasked.
+#[derive(Default)]
+pub(super) struct Assembly {
+    raw: Vec<u8>,
+    text: Vec<u8>,
+}
+
+/// Whether text that begins this way can still be a JSON object: most
+/// fragmented application messages are released at their first fragment.
+fn may_be_object(text: &[u8]) -> bool {
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => true,
+        Some(b) => *b == b'{',
+    }
 }
 
 /// Where forwarded bytes go during one scan: straight from the input (the
@@ -98,6 +122,30 @@ impl Dir {
         }
     }
 
+    /// Whether nothing of a frame is in flight or held back.
+    pub(super) fn at_frame_boundary(&self) -> bool {
+        self.remaining == 0 && self.held.is_none()
+    }
+
+    /// Whether the gateway's own frames are waiting and may go out now.
+    pub(super) fn injects_ready(&self) -> bool {
+        self.at_frame_boundary()
+            && (!self.inject.is_empty() || (!self.in_message && !self.inject_msg.is_empty()))
+    }
+
+    /// Emits the gateway's frames that may go out at this frame boundary:
+    /// messages only between messages, then control frames.
+    fn emit_injects(&mut self, input: &[u8], e: &mut Emit) {
+        if !self.in_message && !self.inject_msg.is_empty() {
+            let msgs = std::mem::take(&mut self.inject_msg);
+            self.emit(input, &msgs, e);
+        }
+        if !self.inject.is_empty() {
+            let frames = std::mem::take(&mut self.inject);
+            self.emit(input, &frames, e);
+        }
+    }
+
     fn protocol_error(&mut self) -> Event {
         if self.from_client {
             Event::ClientProtocol
@@ -135,25 +183,22 @@ impl Dir {
                 pos += n;
                 if held.bytes.len() == held.total {
                     self.decide_held(input, &mut e, interceptor);
-                    if matches!(self.event, Some(Event::Intercepted(_))) {
-                        self.backlog.extend_from_slice(&input[pos..]);
-                    }
                 }
-                continue;
+            } else {
+                // A frame boundary: the gateway's own frames may go out here.
+                self.emit_injects(input, &mut e);
+                if self.stopped {
+                    break;
+                }
+                pos = self.start_frame(input, pos, &mut e, max_message, interceptor);
             }
-            // A frame boundary: the gateway's own frames may go out here.
-            if !self.inject.is_empty() {
-                let inject = std::mem::take(&mut self.inject);
-                self.emit(input, &inject, &mut e);
+            if matches!(self.event, Some(Event::Intercepted(_))) {
+                // The pump answers before the rest is looked at.
+                self.backlog.extend_from_slice(&input[pos..]);
             }
-            if self.stopped {
-                break;
-            }
-            pos = self.start_frame(input, pos, &mut e, max_message, interceptor);
         }
-        if self.remaining == 0 && self.held.is_none() && !self.inject.is_empty() {
-            let inject = std::mem::take(&mut self.inject);
-            self.emit(input, &inject, &mut e);
+        if self.at_frame_boundary() {
+            self.emit_injects(input, &mut e);
         }
         if e.slow {
             0
@@ -219,11 +264,18 @@ impl Dir {
                 self.msgs += 1;
             }
         }
+        let held_so_far = self.assembly.as_ref().map(|a| a.text.len() as u64);
         let candidate = self.from_client
             && interceptor.is_some()
-            && header.opcode == OP_TEXT
-            && header.fin
-            && header.payload_len <= MAX_INTERCEPTED;
+            && match (header.opcode, held_so_far) {
+                (OP_TEXT, _) => header.payload_len <= MAX_INTERCEPTED,
+                (OP_CONTINUATION, Some(n)) => n + header.payload_len <= MAX_INTERCEPTED,
+                _ => false,
+            };
+        if !candidate && header.opcode == OP_CONTINUATION {
+            // Too long to be the gateway's: what was held goes on first.
+            self.release_assembly(input, e);
+        }
         let body_start = pos + in_input;
         let incomplete = ((input.len() - body_start) as u64) < header.payload_len;
         let kind = if header.opcode == OP_CLOSE {
@@ -275,21 +327,67 @@ impl Dir {
             frame::unmask(&mut payload, mask, 0);
         }
         if held.kind == HeldKind::Close {
-            let (code, reason) = frame::parse_close(&payload);
+            // Only close frames are inspected: a malformed one fails the
+            // connection (1002 to its sender) instead of being passed on.
+            let seen = match frame::parse_close(&payload) {
+                Ok(seen) => seen,
+                Err(_) if !self.discard => {
+                    self.event = Some(self.protocol_error());
+                    return;
+                }
+                // Already ending: a malformed answer still ends the wait.
+                Err(_) => CloseFrame::new(1002, ""),
+            };
             if !self.discard {
                 self.emit(input, &held.bytes, e);
                 self.close_sent = true;
             }
-            self.close_seen = Some((code, reason));
+            self.close_seen = Some(seen);
             self.stopped = true;
             return;
         }
-        if let (Some(icpt), Ok(text)) = (interceptor, std::str::from_utf8(&payload)) {
+        if !held.header.fin || self.assembly.is_some() {
+            let a = self.assembly.get_or_insert_with(Assembly::default);
+            a.raw.extend_from_slice(&held.bytes);
+            a.text.extend_from_slice(&payload);
+            if !held.header.fin {
+                if !may_be_object(&a.text) {
+                    self.release_assembly(input, e);
+                }
+                return;
+            }
+            if let Some(a) = self.assembly.take() {
+                self.intercept_or_emit(input, e, interceptor, &a.text, &a.raw);
+            }
+            return;
+        }
+        self.intercept_or_emit(input, e, interceptor, &payload, &held.bytes);
+    }
+
+    /// A complete client text message: the interceptor's, or passed on as
+    /// it came (`raw`).
+    fn intercept_or_emit(
+        &mut self,
+        input: &[u8],
+        e: &mut Emit,
+        interceptor: Option<&dyn Interceptor>,
+        text: &[u8],
+        raw: &[u8],
+    ) {
+        if let (Some(icpt), Ok(text)) = (interceptor, std::str::from_utf8(text)) {
             if icpt.wants(text) {
                 self.event = Some(Event::Intercepted(text.to_owned()));
                 return;
             }
         }
-        self.emit(input, &held.bytes, e);
+        self.emit(input, raw, e);
+    }
+
+    /// Passes on the fragments held so far, unchanged; the rest of their
+    /// message streams through.
+    fn release_assembly(&mut self, input: &[u8], e: &mut Emit) {
+        if let Some(a) = self.assembly.take() {
+            self.emit(input, &a.raw, e);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::leftover::Leftover;
+use super::buf::Leftover;
 
 pub struct Prefixed<T> {
     prefix: Leftover,

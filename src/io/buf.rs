@@ -3,7 +3,7 @@
 //! A session spends most of its life waiting, so memory held for bytes
 //! already taken is memory held for nothing: the buffer goes back as soon as
 //! its last byte is taken. Used for what arrived behind a handshake's head
-//! ([`crate::proxy::prefixed`]) and for the TLS stream's unread plaintext and
+//! ([`crate::io::prefixed`]) and for the TLS stream's unread plaintext and
 //! unwritten ciphertext ([`crate::tls::stream`]).
 
 use tokio::io::ReadBuf;

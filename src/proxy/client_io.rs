@@ -12,7 +12,7 @@ use super::frame::{self, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 const MAX_AUTH_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DirectError {
+pub enum ClientIoError {
     #[error("connection ended before authentication")]
     Ended,
     #[error("expected an authentication message")]
@@ -26,23 +26,23 @@ pub enum DirectError {
 /// Reads client frames until the first text message (pings and pongs before
 /// it are skipped). Returns the text and any bytes read past it, which belong
 /// to the relay.
-pub async fn read_text_message<S>(io: &mut S) -> Result<(String, Vec<u8>), DirectError>
+pub async fn read_text_message<S>(io: &mut S) -> Result<(String, Vec<u8>), ClientIoError>
 where
     S: AsyncRead + Unpin,
 {
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {
         // Consume every complete frame already buffered.
-        while let Some(h) = frame::parse(&buf).map_err(|_| DirectError::Protocol)? {
+        while let Some(h) = frame::parse(&buf).map_err(|_| ClientIoError::Protocol)? {
             let total = h.len + h.payload_len as usize;
             if h.payload_len as usize > MAX_AUTH_MESSAGE {
-                return Err(DirectError::TooLarge);
+                return Err(ClientIoError::TooLarge);
             }
             if buf.len() < total {
                 break;
             }
             let Some(mask) = h.mask else {
-                return Err(DirectError::Protocol);
+                return Err(ClientIoError::Protocol);
             };
             match h.opcode {
                 OP_PING | OP_PONG => {
@@ -51,20 +51,23 @@ where
                 OP_TEXT if h.fin => {
                     let mut payload = buf[h.len..total].to_vec();
                     frame::unmask(&mut payload, mask, 0);
-                    let text = String::from_utf8(payload).map_err(|_| DirectError::NotText)?;
+                    let text = String::from_utf8(payload).map_err(|_| ClientIoError::NotText)?;
                     return Ok((text, buf.split_off(total)));
                 }
-                OP_CLOSE => return Err(DirectError::Ended),
-                _ => return Err(DirectError::NotText),
+                OP_CLOSE => return Err(ClientIoError::Ended),
+                _ => return Err(ClientIoError::NotText),
             }
         }
         if buf.len() > MAX_AUTH_MESSAGE + frame::MAX_HEADER {
-            return Err(DirectError::TooLarge);
+            return Err(ClientIoError::TooLarge);
         }
         let mut chunk = [0u8; 4096];
-        let n = io.read(&mut chunk).await.map_err(|_| DirectError::Ended)?;
+        let n = io
+            .read(&mut chunk)
+            .await
+            .map_err(|_| ClientIoError::Ended)?;
         if n == 0 {
-            return Err(DirectError::Ended);
+            return Err(ClientIoError::Ended);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
