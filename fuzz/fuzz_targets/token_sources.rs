@@ -24,7 +24,7 @@ fn sources(sel: u8) -> Vec<TokenSource> {
         TokenSource::Subprotocol,
         TokenSource::Query("access_token".into()),
         TokenSource::Cookie("access_token".into()),
-        TokenSource::FirstMessage,
+        TokenSource::FirstMessage(Default::default()),
     ];
     // Rotate by sel, and drop some with the high bits.
     let n = all.len();
@@ -41,8 +41,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(text) = std::str::from_utf8(rest) {
-        if let Some(t) = parse_first_message(text) {
-            assert!(!t.is_empty());
+        let pointer = wsgate::config::FirstMessage {
+            pointer: Some("/payload/token".into()),
+            forward: true,
+        };
+        for spec in [wsgate::config::FirstMessage::default(), pointer] {
+            if let Some(t) = parse_first_message(text, &spec) {
+                assert!(!t.is_empty() && !t.starts_with(' ') && !t.ends_with(' '));
+            }
         }
     }
     let mut lines = rest.split(|&b| b == b'\n');
@@ -91,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
     // rebuilt from the application protocols, checked below).
     let carried: Vec<TokenSource> = order
         .iter()
-        .filter(|s| !matches!(s, TokenSource::Subprotocol | TokenSource::FirstMessage))
+        .filter(|s| !matches!(s, TokenSource::Subprotocol | TokenSource::FirstMessage(_)))
         .cloned()
         .collect();
     let mut kept = parts.clone();

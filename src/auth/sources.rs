@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Uri};
 use percent_encoding::percent_decode_str;
 
 use super::jwt::looks_like_jws;
-use crate::config::TokenSource;
+use crate::config::{FirstMessage, TokenSource};
 
 /// A first message larger than this is not even parsed.
 const MAX_FIRST_MESSAGE: usize = 64 * 1024;
@@ -42,7 +42,7 @@ pub fn extract(sources: &[TokenSource], parts: &Parts) -> Option<Found> {
             TokenSource::Subprotocol => split_subprotocols(&parts.headers).0,
             TokenSource::Query(name) => from_query(&parts.uri, name),
             TokenSource::Cookie(name) => from_cookie(&parts.headers, name),
-            TokenSource::FirstMessage => None,
+            TokenSource::FirstMessage(_) => None,
         }?;
         Some(Found {
             token,
@@ -90,7 +90,7 @@ pub fn strip_carriers(parts: &mut Parts, sources: &[TokenSource], keep: Option<&
                 }
             }
             TokenSource::Cookie(name) => strip_cookie(&mut parts.headers, name, kept),
-            TokenSource::Subprotocol | TokenSource::FirstMessage => {}
+            TokenSource::Subprotocol | TokenSource::FirstMessage(_) => {}
         }
     }
 }
@@ -134,8 +134,10 @@ pub fn split_subprotocols(headers: &HeaderMap) -> (Option<String>, Vec<String>) 
     (token, app)
 }
 
-/// `{"token": ".."}` or `{"jwt": ".."}` → the token (`token` wins when both).
-pub fn parse_first_message(text: &str) -> Option<String> {
+/// The token of a first message: the string at `spec.pointer` (a
+/// `Bearer ` prefix allowed), or else the `token` or `jwt` member (`token`
+/// wins when both).
+pub fn parse_first_message(text: &str, spec: &FirstMessage) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Auth {
         token: Option<String>,
@@ -144,8 +146,18 @@ pub fn parse_first_message(text: &str) -> Option<String> {
     if text.len() > MAX_FIRST_MESSAGE {
         return None;
     }
-    let auth: Auth = serde_json::from_str(text).ok()?;
-    auth.token.or(auth.jwt).filter(|t| !t.is_empty())
+    let Some(pointer) = &spec.pointer else {
+        let auth: Auth = serde_json::from_str(text).ok()?;
+        return auth.token.or(auth.jwt).filter(|t| !t.is_empty());
+    };
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    let value = doc.pointer(pointer)?.as_str()?.trim();
+    let token = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return None,
+        None => value,
+    };
+    (!token.is_empty()).then(|| token.to_owned())
 }
 
 fn from_header(headers: &HeaderMap) -> Option<String> {
@@ -267,7 +279,7 @@ mod tests {
             TokenSource::Subprotocol,
             TokenSource::Query("access_token".into()),
             TokenSource::Cookie("access_token".into()),
-            TokenSource::FirstMessage,
+            TokenSource::FirstMessage(FirstMessage::default()),
         ]
     }
 
@@ -307,7 +319,7 @@ mod tests {
         ];
         assert_eq!(extract(&q_first, &p).unwrap().token, "q");
         assert_eq!(extract(&all(), &p).unwrap().token, "h");
-        assert!(extract(&[TokenSource::FirstMessage], &p).is_none());
+        assert!(extract(&[TokenSource::FirstMessage(FirstMessage::default())], &p).is_none());
     }
 
     #[test]
@@ -438,17 +450,46 @@ mod tests {
 
     #[test]
     fn first_message() {
+        let plain = FirstMessage::default();
+        let parse = |t: &str| parse_first_message(t, &plain);
+        assert_eq!(parse(r#"{"token":"a"}"#).as_deref(), Some("a"));
+        assert_eq!(parse(r#"{"jwt":"b","x":1}"#).as_deref(), Some("b"));
+        assert_eq!(parse(r#"{"jwt":5}"#), None);
+        assert_eq!(parse(r#"{"token":""}"#), None);
+        assert_eq!(parse("hello"), None);
+        assert_eq!(parse("{}"), None);
+    }
+
+    #[test]
+    fn first_message_at_a_json_pointer() {
+        let spec = FirstMessage {
+            pointer: Some("/payload/Authorization".into()),
+            forward: true,
+        };
+        let parse = |t: &str| parse_first_message(t, &spec);
+        let init = |v: &str| {
+            serde_json::json!({"type": "connection_init", "payload": {"Authorization": v}})
+                .to_string()
+        };
+        assert_eq!(parse(&init("Bearer abc")).as_deref(), Some("abc"));
+        assert_eq!(parse(&init("bearer  abc ")).as_deref(), Some("abc"));
+        assert_eq!(parse(&init("abc")).as_deref(), Some("abc"));
+        assert_eq!(parse(&init("Basic abc")), None);
+        assert_eq!(parse(&init("Bearer ")), None);
+        assert_eq!(parse(r#"{"type":"connection_init","payload":{}}"#), None);
         assert_eq!(
-            parse_first_message(r#"{"token":"a"}"#).as_deref(),
-            Some("a")
+            parse(r#"{"type":"connection_init","payload":{"Authorization":1}}"#),
+            None
         );
+        // The `token` member is not looked at when a pointer is set.
+        assert_eq!(parse(r#"{"token":"a"}"#), None);
+        let escaped = FirstMessage {
+            pointer: Some("/a~1b/c~0d".into()),
+            forward: false,
+        };
         assert_eq!(
-            parse_first_message(r#"{"jwt":"b","x":1}"#).as_deref(),
-            Some("b")
+            parse_first_message(r#"{"a/b":{"c~d":"t"}}"#, &escaped).as_deref(),
+            Some("t")
         );
-        assert_eq!(parse_first_message(r#"{"jwt":5}"#), None);
-        assert_eq!(parse_first_message(r#"{"token":""}"#), None);
-        assert_eq!(parse_first_message("hello"), None);
-        assert_eq!(parse_first_message("{}"), None);
     }
 }

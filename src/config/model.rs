@@ -149,8 +149,21 @@ pub enum TokenSource {
     Query(String),
     /// `Cookie: <name>=<jwt>`
     Cookie(String),
-    /// First text frame `{"token": ...}` or `{"jwt": ...}`.
-    FirstMessage,
+    /// The first text frame: `{"token": ...}` or `{"jwt": ...}`, or the
+    /// string at a JSON pointer (graphql-ws's `connection_init`).
+    FirstMessage(FirstMessage),
+}
+
+/// How the token is read from the first message, and whether that message
+/// goes on to the upstream (`{first_message: {pointer, forward}}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct FirstMessage {
+    /// An RFC 6901 JSON pointer to the token (a `Bearer ` prefix is
+    /// allowed there); `None`: the `token` or `jwt` member.
+    pub pointer: Option<String>,
+    /// Pass the message to the upstream once the session is admitted: the
+    /// application protocol needs it (graphql-ws's `connection_init`).
+    pub forward: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -103,6 +103,14 @@ pub enum RawTokenSource {
 pub struct RawKeyedSource {
     pub query: Option<String>,
     pub cookie: Option<String>,
+    pub first_message: Option<RawFirstMessage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFirstMessage {
+    pub pointer: Option<String>,
+    pub forward: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -293,7 +293,7 @@ pub(crate) fn token_sources(
             RawTokenSource::Named(name) => match name.as_str() {
                 "header" => Some(TokenSource::Header),
                 "subprotocol" => Some(TokenSource::Subprotocol),
-                "first_message" => Some(TokenSource::FirstMessage),
+                "first_message" => Some(TokenSource::FirstMessage(FirstMessage::default())),
                 "query" | "cookie" => {
                     cx.err(
                         p.clone(),
@@ -311,7 +311,12 @@ pub(crate) fn token_sources(
             RawTokenSource::Keyed(k) => keyed_source(cx, k, p.clone()),
         };
         if let Some(s) = parsed {
-            if out.contains(&s) {
+            let twice = out.contains(&s)
+                || (matches!(s, TokenSource::FirstMessage(_))
+                    && out
+                        .iter()
+                        .any(|o| matches!(o, TokenSource::FirstMessage(_))));
+            if twice {
                 cx.err(p, "listed twice");
             } else {
                 out.push(s);
@@ -322,6 +327,26 @@ pub(crate) fn token_sources(
 }
 
 fn keyed_source(cx: &mut Ctx, raw: &RawKeyedSource, path: FieldPath) -> Option<TokenSource> {
+    if let Some(fm) = &raw.first_message {
+        if raw.query.is_some() || raw.cookie.is_some() {
+            cx.err(path, "one source per entry: `first_message` alone");
+            return None;
+        }
+        let pointer = fm.pointer.clone();
+        if let Some(p) = &pointer {
+            if !p.starts_with('/') {
+                cx.err(
+                    path.key("first_message").key("pointer"),
+                    "a JSON pointer (RFC 6901) starts with `/`, e.g. /payload/token",
+                );
+                return None;
+            }
+        }
+        return Some(TokenSource::FirstMessage(FirstMessage {
+            pointer,
+            forward: fm.forward.unwrap_or(false),
+        }));
+    }
     let (key, name, make): (&str, &str, fn(String) -> TokenSource) = match (&raw.query, &raw.cookie)
     {
         (Some(q), None) => ("query", q, TokenSource::Query),

@@ -18,9 +18,11 @@ use super::admit::{self, Admission, Attempt, Credential, Registration};
 use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Reject};
 use crate::auth::sources;
 use crate::auth::VerifiedToken;
+use crate::config::FirstMessage;
 use crate::gateway::Gateway;
 use crate::io::prefixed::Prefixed;
 use crate::proxy::client_io::{close_client, read_text_message, ClientIoError};
+use crate::proxy::frame::{self, OP_TEXT};
 use crate::route::Params;
 use crate::session::Admitted;
 use crate::snapshot::{Route, Snapshot};
@@ -34,6 +36,8 @@ pub(super) struct Pending {
     /// The client's offer without a `bearer, <jwt>` pair: what the upstream
     /// is offered.
     pub app_protocols: Vec<String>,
+    /// Where the token is in the message, and whether the message goes on.
+    pub spec: FirstMessage,
 }
 
 /// Answers 101 now and authenticates on the first frame in a session task.
@@ -72,7 +76,7 @@ pub(super) fn start(
             },
             _ = gw2.shutdown.cancelled() => Err(Reject::ShuttingDown),
         };
-        let (admission, leftover) = match outcome {
+        let (mut admission, mut leftover) = match outcome {
             Ok(a) => a,
             Err(reject) => {
                 super::record(&gw2, &route.id, &conn, None, Err(&reject), started);
@@ -80,9 +84,16 @@ pub(super) fn start(
                 return;
             }
         };
-        // Frames the client sent right behind its auth message go to the relay.
+        // Frames the client sent right behind its auth message go to the
+        // relay; with `forward`, the message itself first (as a client frame:
+        // masked, as the upstream expects).
+        if let Some(text) = admission.forward.take() {
+            let mut framed = frame::encode(OP_TEXT, text.as_bytes(), Some(rand::random())).to_vec();
+            framed.extend_from_slice(&leftover);
+            leftover = framed;
+        }
         let mut client = Prefixed::new(leftover, client);
-        match connect(&gw2, &conn, pending, admission).await {
+        match connect(&gw2, &conn, pending, admission.admission).await {
             Ok((guard, connected, token)) => {
                 super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
@@ -148,19 +159,26 @@ async fn connect(
     Ok((guard, connected, token))
 }
 
+/// An admitted first message.
+struct Authenticated {
+    admission: Admission,
+    /// The message itself, when the route forwards it.
+    forward: Option<String>,
+}
+
 async fn authenticate<S>(
     gw: &Gateway,
     snapshot: &Snapshot,
     pending: &Pending,
     client: &mut S,
-) -> Result<(Admission, Vec<u8>), Reject>
+) -> Result<(Authenticated, Vec<u8>), Reject>
 where
     S: AsyncRead + Unpin,
 {
     let (text, leftover) = read_text_message(client)
         .await
         .map_err(|e| Reject::BadAuthMessage(message_error_text(&e)))?;
-    let token = sources::parse_first_message(&text)
+    let token = sources::parse_first_message(&text, &pending.spec)
         .ok_or(Reject::BadAuthMessage("malformed authentication message"))?;
     let attempt = Attempt {
         route: &pending.route,
@@ -169,7 +187,8 @@ where
         credential: Credential::Presented(&token),
     };
     let admission = admit::admit(gw, snapshot, attempt).await?;
-    Ok((admission, leftover))
+    let forward = pending.spec.forward.then_some(text);
+    Ok((Authenticated { admission, forward }, leftover))
 }
 
 fn message_error_text(e: &ClientIoError) -> &'static str {

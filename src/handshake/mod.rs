@@ -180,10 +180,11 @@ async fn accept(
         AuthMode::Required => sources::extract(&route.token_sources, &parts),
         AuthMode::None => None,
     };
-    if found.is_none()
-        && route.cfg.auth == AuthMode::Required
-        && route.token_sources.contains(&TokenSource::FirstMessage)
-    {
+    let first_message = route.token_sources.iter().find_map(|s| match s {
+        TokenSource::FirstMessage(spec) => Some(spec.clone()),
+        _ => None,
+    });
+    if let (None, AuthMode::Required, Some(spec)) = (&found, route.cfg.auth, first_message) {
         // A foreign page is refused while it can still be told with a status.
         if let Err(r) = admit::check_origins(&route, &admitted.origins) {
             return Err((r, on_upgrade));
@@ -194,6 +195,7 @@ async fn accept(
             admitted,
             parts,
             app_protocols,
+            spec,
         };
         return Ok(first_message::start(
             gw, snapshot, conn, pending, ctx, on_upgrade,

@@ -121,7 +121,7 @@ fn contract_example_loads() {
             TokenSource::Subprotocol,
             TokenSource::Query("access_token".into()),
             TokenSource::Cookie("access_token".into()),
-            TokenSource::FirstMessage,
+            TokenSource::FirstMessage(FirstMessage::default()),
         ]
     );
     let chat = &c.routes[0];
