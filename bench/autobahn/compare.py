@@ -76,7 +76,11 @@ def main():
     print()
     for a in agents:
         counts = collections.Counter(r.get("behavior") for r in index[a].values())
-        print("- `%s`: %s" % (a, ", ".join("%d %s" % (n, b) for b, n in sorted(counts.items()))))
+        ms = sum(r.get("duration") or 0 for r in index[a].values())
+        deflate = sum(r.get("duration") or 0 for c, r in index[a].items() if case_key(c)[0] in (12, 13))
+        print("- `%s`: %s; cases took %s%s" % (
+            a, ", ".join("%d %s" % (n, b) for b, n in sorted(counts.items())), duration(ms / 1000),
+            " (12.* and 13.*: %s)" % duration(deflate / 1000) if deflate else ""))
     print()
 
     differing = [r for r in rows if r[1] is not None]

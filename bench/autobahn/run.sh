@@ -175,6 +175,7 @@ routes:
     upstream: ws://127.0.0.1:$TESTEE_PORT
     auth: required
     token_sources: [header]
+revocation: { store: memory }
 EOF
 "$OUT/wsgate" check -c "$OUT/gateway.yaml" >&2 || die "wsgate check refused $OUT/gateway.yaml"
 TOKEN=$("$OUT/wsgate" token -c "$OUT/gateway.yaml" --issuer autobahn --sub autobahn --ttl 6h) \
