@@ -152,9 +152,11 @@ pub fn parse_first_message(text: &str, spec: &FirstMessage) -> Option<String> {
     };
     let doc: serde_json::Value = serde_json::from_str(text).ok()?;
     let value = doc.pointer(pointer)?.as_str()?.trim();
-    let token = match value.split_once(' ') {
+    let token = match value.split_once(char::is_whitespace) {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        // Another scheme, or text that is no token.
         Some(_) => return None,
+        None if value.eq_ignore_ascii_case("bearer") => return None,
         None => value,
     };
     (!token.is_empty()).then(|| token.to_owned())

@@ -563,6 +563,9 @@ class DocServer:
 # Config building
 
 
+ADMIN_TOKEN = "admin-token-for-python-tests"
+
+
 def base_config(routes, issuers, token_sources=None, admin=False, **extra):
     cfg = {
         "log": {"level": "info", "format": "text"},
@@ -577,6 +580,6 @@ def base_config(routes, issuers, token_sources=None, admin=False, **extra):
     if admin:
         # A different loopback address than the listener: see test_startup.py
         # for the case where both use 127.0.0.1:0.
-        cfg["admin"] = {"bind": "127.0.0.2:0", "token": "admin-token-for-python-tests"}
+        cfg["admin"] = {"bind": "127.0.0.2:0", "token": ADMIN_TOKEN}
     cfg.update(extra)
     return cfg

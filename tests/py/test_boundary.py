@@ -64,7 +64,7 @@ def admin(gw, method, path, body=None):
         gw.admin_url(path),
         data=None if body is None else json.dumps(body).encode(),
         method=method,
-        headers={"Authorization": "Bearer admin-token", "Content-Type": "application/json"},
+        headers={"Authorization": f"Bearer {harness.ADMIN_TOKEN}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=10) as r:
         return r.status, json.loads(r.read() or b"null")

@@ -64,14 +64,14 @@ def upstream():
 
 def test_refresh_answer_waits_for_the_end_of_a_fragmented_message(start_gateway, upstream):
     routes = [{"id": "r", "path": "/r", "upstream": upstream.url, "session": {"refresh": True}}]
-    issuers = [{"id": "main", "issuer": ISS, "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
+    issuers = [{"id": "main", "issuer": ISS, "audiences": ["relay"], "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
     gw = start_gateway(harness.base_config(routes, issuers, token_sources=["header"]))
-    with harness.open_ws(gw.ws_url("/r"), mint(claims(iss=ISS), HS_SECRET, "HS256")) as ws:
+    with harness.open_ws(gw.ws_url("/r"), mint(claims(iss=ISS, aud="relay"), HS_SECRET, "HS256")) as ws:
         ws.send("frag")
         # `started` and the first fragment left the upstream in one write:
         # the gateway has the message open when the refresh arrives.
         assert ws.recv(timeout=10) == "started"
-        fresh = mint(claims(iss=ISS, ttl=900), HS_SECRET, "HS256")
+        fresh = mint(claims(iss=ISS, aud="relay", ttl=900), HS_SECRET, "HS256")
         ws.send('{"type":"wsgate.refresh","token":"%s"}' % fresh)
         ws.send("finish")
         assert ws.recv(timeout=10) == "first half, second half"
