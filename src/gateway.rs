@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationList, Revoker};
 use crate::session::Registry;
@@ -25,8 +26,12 @@ pub struct Gateway {
     /// Makes revocations, applies those from the store, runs its sync; owns
     /// the list every admission reads.
     pub revoker: Arc<Revoker>,
-    /// Cancelled when shutdown begins.
+    /// Cancelled once the sessions are gone (or the grace has passed), as
+    /// the last step of a shutdown: background work (key fetches,
+    /// revocation sync) serves the draining sessions until then.
     pub shutdown: CancellationToken,
+    /// The steps of a graceful shutdown (`/readyz` 503, sessions closing).
+    pub drain: Drain,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// TLS certificate resolvers per listener, refilled on reload.
@@ -52,6 +57,7 @@ impl Gateway {
             metrics: Metrics::new(),
             revoker,
             shutdown,
+            drain: Drain::default(),
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,
@@ -69,9 +75,12 @@ impl Gateway {
         self.listeners_up.store(up, Ordering::Release);
     }
 
-    /// `/readyz`: listeners up and every issuer has keys.
+    /// `/readyz`: listeners up, not shutting down, and every issuer has keys.
     pub fn readiness(&self) -> (bool, String) {
-        if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
+        if self.drain.is_draining() || self.shutdown.is_cancelled() {
+            return (false, "shutting down".to_owned());
+        }
+        if !self.listeners_up.load(Ordering::Acquire) {
             return (false, "listeners not serving".to_owned());
         }
         let missing = self.snapshot.load().auth.issuers_without_keys();

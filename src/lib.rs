@@ -35,6 +35,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod gateway;
 pub mod handshake;
 pub mod leftover;

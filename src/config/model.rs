@@ -270,6 +270,10 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub auth_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// On shutdown, how long the listeners keep accepting after `/readyz`
+    /// turns 503, so that load balancers see the 503 before connections are
+    /// refused.
+    pub drain_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -287,5 +291,6 @@ pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 pub const DEFAULT_REVOCATION_FILE: &str = "wsgate-revocations.jsonl";
 pub const DEFAULT_REVOCATION_RETAIN: Duration = Duration::from_secs(24 * 3600);

@@ -186,6 +186,7 @@ pub struct RawLimits {
     pub handshake_timeout: Option<Scalar>,
     pub auth_timeout: Option<Scalar>,
     pub shutdown_grace: Option<Scalar>,
+    pub drain_delay: Option<Scalar>,
 }
 
 /// Extension: `demo: { echo: "127.0.0.1:9001" }`.

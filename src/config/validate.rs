@@ -410,6 +410,7 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         handshake_timeout: None,
         auth_timeout: None,
         shutdown_grace: None,
+        drain_delay: None,
     };
     let raw = raw.unwrap_or(&none);
     let max_sessions = match raw.max_sessions.map(usize::try_from) {
@@ -442,10 +443,16 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         path.key("shutdown_grace"),
         DEFAULT_SHUTDOWN_GRACE,
     );
+    let drain_delay = cx.duration(
+        &raw.drain_delay,
+        path.key("drain_delay"),
+        DEFAULT_DRAIN_DELAY,
+    );
     Limits {
         max_sessions,
         handshake_timeout,
         auth_timeout,
         shutdown_grace,
+        drain_delay,
     }
 }

@@ -68,7 +68,7 @@ pub(super) fn start(
                 Ok(r) => r,
                 Err(_) => Err(Reject::AuthTimeout),
             },
-            _ = gw2.shutdown.cancelled() => Err(Reject::ShuttingDown),
+            _ = gw2.drain.closing() => Err(Reject::ShuttingDown),
         };
         let (admission, leftover) = match outcome {
             Ok(a) => a,

@@ -71,8 +71,9 @@ pub async fn run<C>(
         idle_timeout: route.cfg.session.idle_timeout,
         max_message_size: route.cfg.session.max_message_size,
     };
-    // Shutdown may have begun while this session was being set up.
-    if gw.shutdown.is_cancelled() {
+    // Shutdown may have begun closing sessions while this one was being
+    // set up (see `Drain::close_sessions`).
+    if gw.drain.is_closing() {
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
