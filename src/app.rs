@@ -178,6 +178,7 @@ impl App {
             demo_loop = Some(tokio::spawn(demo));
         }
         gw.set_serving(true);
+        let memory = tokio::spawn(crate::memory::watch(Arc::clone(&gw)));
         let missing = gw.snapshot.load().auth.issuers_without_keys();
         if !missing.is_empty() {
             tracing::warn!(issuers = ?missing, "issuers without keys yet: their tokens are refused until keys arrive");
@@ -187,6 +188,7 @@ impl App {
         drain(&gw, accept_loops, accept_cancel, &conns).await;
 
         gw.shutdown.cancel();
+        let _ = memory.await;
         gw.workers.stop(std::time::Duration::from_secs(1)).await;
         gw.revoker.stop().await;
         demo_cancel.cancel();

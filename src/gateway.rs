@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::pending::Pending;
 use crate::revocation::{RevocationList, Revoker};
 use crate::session::Registry;
 use crate::snapshot::Snapshot;
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub shutdown: CancellationToken,
     /// The steps of a graceful shutdown (`/readyz` 503, sessions closing).
     pub drain: Drain,
+    /// Connections accepted but not yet sessions (`limits.max_pending`).
+    pub pending: Arc<Pending>,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// TLS certificate resolvers per listener, refilled on reload.
@@ -58,6 +61,7 @@ impl Gateway {
             revoker,
             shutdown,
             drain: Drain::default(),
+            pending: Pending::new(),
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,

@@ -49,6 +49,14 @@ pub async fn serve(
                 }
             },
         };
+        let max_pending = gw.snapshot.load().config.limits.max_pending;
+        let Some(permit) = gw.pending.try_acquire(max_pending) else {
+            // Closed at once: a flood of connections that never become
+            // sessions must not hold memory or descriptors.
+            tracing::debug!(%remote, "pending connection limit reached; closed");
+            drop(tcp);
+            continue;
+        };
         let workers = &gw.workers;
         let gw = Arc::clone(&gw);
         let tls = tls.clone();
@@ -65,6 +73,7 @@ pub async fn serve(
             let info = ConnInfo {
                 remote,
                 tls: tls.is_some(),
+                pending: Some(Arc::new(permit)),
             };
             match tls {
                 None => serve_http(gw, tcp, info, timeout, cancel).await,

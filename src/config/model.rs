@@ -255,6 +255,9 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RouteLimits {
     pub max_sessions_per_subject: Option<u32>,
+    /// Sessions on this route (first-message waiters included); beyond it
+    /// handshakes get 503.
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +277,9 @@ pub struct Limits {
     /// turns 503, so that load balancers see the 503 before connections are
     /// refused.
     pub drain_delay: Duration,
+    /// Connections accepted but not yet a session (TLS, HTTP head, waiting
+    /// for a first message); beyond it a new connection is closed at once.
+    pub max_pending: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -292,5 +298,6 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+pub const DEFAULT_MAX_PENDING: usize = 1024;
 pub const DEFAULT_REVOCATION_FILE: &str = "wsgate-revocations.jsonl";
 pub const DEFAULT_REVOCATION_RETAIN: Duration = Duration::from_secs(24 * 3600);

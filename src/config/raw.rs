@@ -167,6 +167,7 @@ pub struct RawSession {
 #[serde(deny_unknown_fields)]
 pub struct RawRouteLimits {
     pub max_sessions_per_subject: Option<u64>,
+    pub max_sessions: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +188,7 @@ pub struct RawLimits {
     pub auth_timeout: Option<Scalar>,
     pub shutdown_grace: Option<Scalar>,
     pub drain_delay: Option<Scalar>,
+    pub max_pending: Option<u64>,
 }
 
 /// Extension: `demo: { echo: "127.0.0.1:9001" }`.

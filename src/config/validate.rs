@@ -411,6 +411,7 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         auth_timeout: None,
         shutdown_grace: None,
         drain_delay: None,
+        max_pending: None,
     };
     let raw = raw.unwrap_or(&none);
     let max_sessions = match raw.max_sessions.map(usize::try_from) {
@@ -448,11 +449,23 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         path.key("drain_delay"),
         DEFAULT_DRAIN_DELAY,
     );
+    let max_pending = match raw.max_pending.map(usize::try_from) {
+        None => DEFAULT_MAX_PENDING,
+        Some(Ok(0)) | Some(Err(_)) => {
+            cx.err(
+                path.key("max_pending"),
+                "must be at least 1 (0 would refuse every connection)",
+            );
+            DEFAULT_MAX_PENDING
+        }
+        Some(Ok(n)) => n,
+    };
     Limits {
         max_sessions,
         handshake_timeout,
         auth_timeout,
         shutdown_grace,
         drain_delay,
+        max_pending,
     }
 }

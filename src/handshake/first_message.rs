@@ -22,6 +22,7 @@ use crate::gateway::Gateway;
 use crate::proxy::direct::{close_client, read_text_message, DirectError};
 use crate::proxy::prefixed::Prefixed;
 use crate::route::Params;
+use crate::session::registry::Slot;
 use crate::session::Admitted;
 use crate::snapshot::{Route, Snapshot};
 
@@ -31,6 +32,8 @@ pub(super) struct Pending {
     pub params: Params,
     pub admitted: Admitted,
     pub parts: Parts,
+    /// The session slot taken before the 101, held while waiting.
+    pub slot: Option<Slot>,
 }
 
 /// Answers 101 now and authenticates on the first frame in a session task.
@@ -57,6 +60,10 @@ pub(super) fn start(
     let conn = conn.clone();
     gw.sessions.spawn(async move {
         let started = Instant::now();
+        let mut conn = conn;
+        // Still a pending connection (`max_pending`) until its first
+        // message is judged.
+        let waiting = conn.pending.take();
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -70,6 +77,7 @@ pub(super) fn start(
             },
             _ = gw2.drain.closing() => Err(Reject::ShuttingDown),
         };
+        drop(waiting);
         let (admission, leftover) = match outcome {
             Ok(a) => a,
             Err(reject) => {
@@ -123,6 +131,7 @@ async fn connect(
             admitted: pending.admitted,
             token: admission.token,
             remote: conn.remote,
+            slot: pending.slot.take(),
         },
     )
     .map_err(fail)?;

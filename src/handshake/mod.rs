@@ -49,6 +49,10 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The connection's place among the pending ones (`limits.max_pending`),
+    /// freed when the last holder drops it: the connection task after the
+    /// 101, or a `first_message` task once the first message is judged.
+    pub pending: Option<Arc<crate::pending::Permit>>,
 }
 
 /// Serves one request on a gateway listener.
@@ -186,11 +190,19 @@ async fn accept(
         if let Err(r) = admit::check_origins(&route, &admitted.origins) {
             return Err((r, on_upgrade));
         }
+        // A connection waiting for its first message holds a session slot:
+        // anonymous connections cannot get past `max_sessions` by never
+        // authenticating.
+        let slot = match admit::reserve(gw, &route) {
+            Ok(slot) => slot,
+            Err(r) => return Err((r, on_upgrade)),
+        };
         let pending = first_message::Pending {
             route,
             params,
             admitted,
             parts,
+            slot: Some(slot),
         };
         return Ok(first_message::start(
             gw, snapshot, conn, pending, ctx, on_upgrade,
@@ -220,6 +232,7 @@ async fn accept(
             admitted,
             token: admission.token,
             remote: conn.remote,
+            slot: None,
         },
     )
     .map_err(|r| (r, None))?;
