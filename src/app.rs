@@ -46,7 +46,7 @@ pub enum AppError {
 
 struct Bound {
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    settings: crate::listener::Settings,
 }
 
 pub struct App {
@@ -87,7 +87,10 @@ impl App {
             };
             listeners.push(Bound {
                 listener: bind(l.bind).await?,
-                tls,
+                settings: crate::listener::Settings {
+                    tls,
+                    proxy_protocol: l.proxy_protocol,
+                },
             });
         }
         let admin = match &config.admin {
@@ -139,12 +142,17 @@ impl App {
         let mut accept_loops = Vec::new();
         for b in self.listeners {
             if let Ok(addr) = b.listener.local_addr() {
-                tracing::info!(addr = %addr, tls = b.tls.is_some(), "listener ready");
+                tracing::info!(
+                    addr = %addr,
+                    tls = b.settings.tls.is_some(),
+                    proxy_protocol = b.settings.proxy_protocol,
+                    "listener ready"
+                );
             }
             accept_loops.push(tokio::spawn(crate::listener::serve(
                 Arc::clone(&gw),
                 b.listener,
-                b.tls,
+                b.settings,
                 conns.clone(),
                 accept_cancel.clone(),
             )));

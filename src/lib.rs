@@ -33,6 +33,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod demo;
 pub mod drain;

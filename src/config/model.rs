@@ -34,6 +34,9 @@ pub struct Config {
     /// Extension (`workers`): I/O worker threads; `None`: one per core.
     /// Read at start only (a reload keeps the running count).
     pub workers: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (the client is the
+    /// right-most address not in one of these ranges).
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,9 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header,
+    /// read before TLS; one without is refused.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]

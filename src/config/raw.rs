@@ -25,6 +25,7 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub demo: Option<RawDemo>,
     pub workers: Option<u64>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,7 @@ pub struct RawLog {
 pub struct RawListener {
     pub bind: Option<String>,
     pub tls: Option<RawTls>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

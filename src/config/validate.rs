@@ -212,6 +212,11 @@ pub(crate) fn validate(
             None
         }
     };
+    let trusted_proxies = super::listeners::trusted_proxies(
+        &mut cx,
+        raw.trusted_proxies.as_deref(),
+        root.key("trusted_proxies"),
+    );
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -228,6 +233,7 @@ pub(crate) fn validate(
         limits,
         demo,
         workers,
+        trusted_proxies,
     })
 }
 

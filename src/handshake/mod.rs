@@ -53,6 +53,10 @@ pub struct ConnInfo {
     /// freed when the last holder drops it: the connection task after the
     /// 101, or a `first_message` task once the first message is judged.
     pub pending: Option<Arc<crate::pending::Permit>>,
+    /// The `X-Forwarded-For` for the upstream when the peer is a trusted
+    /// proxy: its incoming chain with the peer appended. `None`: the
+    /// client's address alone.
+    pub forwarded_for: Option<Arc<str>>,
 }
 
 /// Serves one request on a gateway listener.
