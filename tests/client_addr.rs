@@ -92,6 +92,23 @@ async fn proxy_protocol_v1_gives_the_client_address() {
     assert_eq!(session_remote(&gw).await, "192.0.2.10:40000");
     assert_eq!(upstream_xff(&up).await, "192.0.2.10");
     assert!(gw.wait_for_log("remote=192.0.2.10:40000", WAIT).await);
+    // The handshake line names the path, host, upstream and the session id
+    // that /admin/sessions lists.
+    let r = gw.admin("GET", "/admin/sessions", None).await;
+    let id = serde_json::from_str::<Value>(&r.body).unwrap()[0]["id"].to_string();
+    let line = gw
+        .logs()
+        .into_iter()
+        .find(|l| l.contains("handshake accepted"))
+        .expect("handshake line");
+    for needle in [
+        "/echo",
+        "localhost",
+        &format!("session={}", id.trim_matches('"')),
+        &up.url(),
+    ] {
+        assert!(line.contains(needle), "{needle} not in {line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 
 use super::admit::{self, Admission, Attempt, Credential, Registration};
-use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Reject};
+use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Detail, Reject};
 use crate::auth::sources;
 use crate::auth::VerifiedToken;
 use crate::gateway::Gateway;
@@ -69,6 +69,11 @@ pub(super) fn start(
         };
         let mut client = TokioIo::new(upgraded);
         let route = Arc::clone(&pending.route);
+        let mut detail = Detail {
+            path: pending.admitted.path.clone(),
+            host: pending.admitted.host.clone(),
+            ..Detail::default()
+        };
         let auth_timeout = snapshot.config.limits.auth_timeout;
         let outcome = tokio::select! {
             r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &snapshot, &pending, &mut client)) => match r {
@@ -81,7 +86,7 @@ pub(super) fn start(
         let (admission, leftover) = match outcome {
             Ok(a) => a,
             Err(reject) => {
-                super::record(&gw2, &route.id, &conn, None, Err(&reject), started);
+                super::record(&gw2, &route.id, &conn, None, Err(&reject), started, &detail);
                 close_client(&mut client, reject.close_code(), reject.description()).await;
                 return;
             }
@@ -90,7 +95,9 @@ pub(super) fn start(
         let mut client = Prefixed::new(leftover, client);
         match connect(&gw2, &conn, pending, admission, offered).await {
             Ok((guard, connected, token)) => {
-                super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started);
+                detail.session = Some(guard.handle().id);
+                detail.upstream = Some(connected.url.to_string());
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started, &detail);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
                 let mut connected = connected;
                 crate::proxy::task::run(&gw2, &route, &guard, &mut client, &mut connected, interceptor).await;
@@ -98,7 +105,7 @@ pub(super) fn start(
                 drop(guard);
             }
             Err((reject, token)) => {
-                super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started);
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started, &detail);
                 close_client(&mut client, reject.close_code(), reject.description()).await;
             }
         }

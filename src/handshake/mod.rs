@@ -78,11 +78,19 @@ pub async fn handle(
         // The first-message task records the handshake once it is decided.
         Ok(resp) if ctx.deferred => resp,
         Ok(resp) => {
-            record(&gw, route_id, &conn, token, Ok(()), started);
+            record(&gw, route_id, &conn, token, Ok(()), started, &ctx.detail);
             resp
         }
         Err((reject, on_upgrade)) => {
-            record(&gw, route_id, &conn, token, Err(&reject), started);
+            record(
+                &gw,
+                route_id,
+                &conn,
+                token,
+                Err(&reject),
+                started,
+                &ctx.detail,
+            );
             refuse(&gw, &ctx, reject, on_upgrade)
         }
     }
@@ -97,7 +105,12 @@ fn record(
     token: Option<&VerifiedToken>,
     result: Result<(), &Reject>,
     started: Instant,
+    detail: &Detail,
 ) {
+    let path = &*detail.path;
+    let host = detail.host.as_deref().unwrap_or("");
+    let upstream = detail.upstream.as_deref().unwrap_or("");
+    let session = detail.session;
     let elapsed = started.elapsed().as_secs_f64();
     let field = |f: fn(&VerifiedToken) -> Option<&str>| token.and_then(f).unwrap_or("");
     let iss = field(|t| t.iss.as_deref());
@@ -107,14 +120,14 @@ fn record(
         Ok(()) => {
             gw.metrics.handshake(route, Outcome::ok, elapsed);
             tracing::info!(
-                route, remote = %conn.remote, iss, sub, jti, outcome = "ok",
+                route, remote = %conn.remote, path, host, upstream, session, iss, sub, jti, outcome = "ok",
                 duration_ms = elapsed * 1000.0, "handshake accepted"
             );
         }
         Err(reject) => {
             gw.metrics.handshake(route, reject.outcome(), elapsed);
             tracing::info!(
-                route, remote = %conn.remote, iss, sub, jti, outcome = ?reject.outcome(),
+                route, remote = %conn.remote, path, host, upstream, session, iss, sub, jti, outcome = ?reject.outcome(),
                 reason = %reject, status = reject.status().as_u16(),
                 close_code = reject.close_code(), duration_ms = elapsed * 1000.0,
                 "handshake refused"
@@ -123,9 +136,20 @@ fn record(
     }
 }
 
+/// Where a handshake was going, for its log line: the session id is the
+/// one `/admin/sessions` lists.
+#[derive(Default)]
+struct Detail {
+    path: Box<str>,
+    host: Option<Box<str>>,
+    upstream: Option<String>,
+    session: Option<crate::session::SessionId>,
+}
+
 /// What the handshake learned so far, for the log line and for `reject: close`.
 #[derive(Default)]
 struct Ctx {
+    detail: Detail,
     route: Option<Arc<Route>>,
     token: Option<Arc<VerifiedToken>>,
     /// Set once the request is known to be a valid upgrade.
@@ -161,6 +185,8 @@ async fn accept(
     let path = parse_request_path(parts.uri.path())
         .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
     let host = request_host(&parts);
+    ctx.detail.path = parts.uri.path().into();
+    ctx.detail.host = host.as_deref().map(Into::into);
     let matched = snapshot
         .routes
         .find(host.as_deref(), &path)
@@ -240,6 +266,7 @@ async fn accept(
         },
     )
     .map_err(|r| (r, None))?;
+    ctx.detail.session = Some(guard.handle().id);
     let upstream_req = forward::upstream_request(
         &route,
         &params,
@@ -254,6 +281,7 @@ async fn accept(
         .connect(&upstream_req)
         .await
         .map_err(|e| (Reject::Upstream(e), None))?;
+    ctx.detail.upstream = Some(connected.url.to_string());
 
     let protocol = match (&connected.protocol, &found) {
         (Some(p), _) => Some(p.clone()),

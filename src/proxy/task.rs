@@ -95,6 +95,8 @@ pub async fn run<C>(
     let [msgs_up, bytes_up, msgs_down, bytes_down] = tally.snapshot();
     tracing::info!(
         route = %route.id, session = handle.id, remote = %handle.remote_addr,
+        path = %handle.admitted.path, host = handle.admitted.host.as_deref().unwrap_or(""),
+        upstream = %connected.url,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = reason.metric_label(),
         client_code = to_client.as_ref().map(|c| c.code),
