@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::revocation::{RevocationList, Revoker, StoreError};
-use crate::session::{CloseReason, Registry};
+use crate::session::Registry;
 use crate::snapshot::{BuildError, Snapshot};
 use crate::tls::{CertResolver, TlsError};
 use crate::workers::Workers;
@@ -46,7 +46,7 @@ pub enum AppError {
 
 struct Bound {
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    settings: crate::listener::Settings,
 }
 
 pub struct App {
@@ -87,7 +87,10 @@ impl App {
             };
             listeners.push(Bound {
                 listener: bind(l.bind).await?,
-                tls,
+                settings: crate::listener::Settings {
+                    tls,
+                    proxy_protocol: l.proxy_protocol,
+                },
             });
         }
         let admin = match &config.admin {
@@ -129,7 +132,7 @@ impl App {
         &self.gw
     }
 
-    /// Serves until `shutdown` resolves, then drains.
+    /// Serves until `shutdown` resolves, then drains (see [`crate::drain`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let gw = self.gw;
         gw.revoker.start();
@@ -139,25 +142,35 @@ impl App {
         let mut accept_loops = Vec::new();
         for b in self.listeners {
             if let Ok(addr) = b.listener.local_addr() {
-                tracing::info!(addr = %addr, tls = b.tls.is_some(), "listener ready");
+                tracing::info!(
+                    addr = %addr,
+                    tls = b.settings.tls.is_some(),
+                    proxy_protocol = b.settings.proxy_protocol,
+                    "listener ready"
+                );
             }
             accept_loops.push(tokio::spawn(crate::listener::serve(
                 Arc::clone(&gw),
                 b.listener,
-                b.tls,
+                b.settings,
                 conns.clone(),
                 accept_cancel.clone(),
             )));
         }
+        // The admin listener has its own token and connections: it answers
+        // (`/readyz` 503, `/metrics`, session lists) until the process exits.
+        let admin_conns = TaskTracker::new();
+        let admin_cancel = CancellationToken::new();
+        let mut admin_loop = None;
         if let Some(l) = self.admin {
             if let Ok(addr) = l.local_addr() {
                 tracing::info!(addr = %addr, "admin listener ready");
             }
-            accept_loops.push(tokio::spawn(crate::admin::serve(
+            admin_loop = Some(tokio::spawn(crate::admin::serve(
                 Arc::clone(&gw),
                 l,
-                conns.clone(),
-                accept_cancel.clone(),
+                admin_conns.clone(),
+                admin_cancel.clone(),
             )));
         }
         let demo_tasks = TaskTracker::new();
@@ -173,40 +186,17 @@ impl App {
             demo_loop = Some(tokio::spawn(demo));
         }
         gw.set_serving(true);
+        let memory = tokio::spawn(crate::memory::watch(Arc::clone(&gw)));
         let missing = gw.snapshot.load().auth.issuers_without_keys();
         if !missing.is_empty() {
             tracing::warn!(issuers = ?missing, "issuers without keys yet: their tokens are refused until keys arrive");
         }
 
         shutdown.await;
-        let grace = gw.snapshot.load().config.limits.shutdown_grace;
-        tracing::info!(
-            sessions = gw.registry.len(),
-            grace_ms = grace.as_millis() as u64,
-            "shutting down"
-        );
-        gw.set_serving(false);
-        // Stop accepting first, then end every session with 1001. The demo
-        // upstream stays up until the sessions through it have closed.
-        accept_cancel.cancel();
-        for h in accept_loops {
-            let _ = h.await;
-        }
+        drain(&gw, accept_loops, accept_cancel, &conns).await;
+
         gw.shutdown.cancel();
-        gw.registry.close_all(CloseReason::Shutdown);
-        gw.sessions.close();
-        conns.close();
-        let drained = tokio::time::timeout(grace, async {
-            gw.sessions.wait().await;
-            conns.wait().await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = gw.registry.len(),
-                "shutdown grace elapsed; exiting with sessions still open"
-            );
-        }
+        let _ = memory.await;
         gw.workers.stop(std::time::Duration::from_secs(1)).await;
         gw.revoker.stop().await;
         demo_cancel.cancel();
@@ -216,7 +206,64 @@ impl App {
         demo_tasks.close();
         let _ =
             tokio::time::timeout(std::time::Duration::from_millis(200), demo_tasks.wait()).await;
+        admin_cancel.cancel();
+        if let Some(h) = admin_loop {
+            let _ = h.await;
+        }
+        admin_conns.close();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_millis(200), admin_conns.wait()).await;
         tracing::info!("stopped");
+    }
+}
+
+/// The graceful part of a shutdown: `/readyz` 503 at once, listeners open
+/// for `drain_delay`, then closed; sessions closed with 1001 over the first
+/// half of `shutdown_grace`; returns when they are all gone or the grace
+/// has passed.
+async fn drain(
+    gw: &Gateway,
+    accept_loops: Vec<tokio::task::JoinHandle<()>>,
+    accept_cancel: CancellationToken,
+    conns: &TaskTracker,
+) {
+    let limits = gw.snapshot.load().config.limits.clone();
+    gw.drain.begin();
+    tracing::info!(
+        sessions = gw.registry.len(),
+        drain_delay_ms = limits.drain_delay.as_millis() as u64,
+        grace_ms = limits.shutdown_grace.as_millis() as u64,
+        "shutting down: /readyz answers 503"
+    );
+    // Load balancers take the instance out of rotation on the 503; until
+    // they do, new connections are still served rather than refused.
+    tokio::time::sleep(limits.drain_delay).await;
+    accept_cancel.cancel();
+    for h in accept_loops {
+        let _ = h.await;
+    }
+    gw.set_serving(false);
+    tracing::info!(sessions = gw.registry.len(), "listeners closed");
+
+    let deadline = tokio::time::Instant::now() + limits.shutdown_grace;
+    gw.sessions.close();
+    conns.close();
+    let drained = tokio::time::timeout_at(deadline, async {
+        tokio::join!(
+            gw.drain
+                .close_sessions(&gw.registry, limits.shutdown_grace / 2),
+            async {
+                gw.sessions.wait().await;
+                conns.wait().await;
+            }
+        )
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = gw.registry.len(),
+            "shutdown grace elapsed; exiting with sessions still open"
+        );
     }
 }
 

@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Readiness;
+use crate::drain::Drain;
 use crate::metrics::Metrics;
+use crate::pending::Pending;
 use crate::revocation::{RevocationList, Revoker};
 use crate::session::Registry;
 use crate::snapshot::Snapshot;
@@ -26,8 +28,14 @@ pub struct Gateway {
     /// Makes revocations, applies those from the store, runs its sync; owns
     /// the list every admission reads.
     pub revoker: Arc<Revoker>,
-    /// Cancelled when shutdown begins.
+    /// Cancelled once the sessions are gone (or the grace has passed), as
+    /// the last step of a shutdown: background work (key fetches,
+    /// revocation sync) serves the draining sessions until then.
     pub shutdown: CancellationToken,
+    /// The steps of a graceful shutdown (`/readyz` 503, sessions closing).
+    pub drain: Drain,
+    /// Connections accepted but not yet sessions (`limits.max_pending`).
+    pub pending: Arc<Pending>,
     /// Every session task, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// TLS certificate resolvers per listener, refilled on reload.
@@ -53,6 +61,8 @@ impl Gateway {
             metrics: Metrics::new(),
             revoker,
             shutdown,
+            drain: Drain::default(),
+            pending: Pending::new(),
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,
@@ -70,10 +80,13 @@ impl Gateway {
         self.listeners_up.store(up, Ordering::Release);
     }
 
-    /// `/readyz`: listeners up, and every issuer has keys (`readyz:
-    /// all_issuers`, the default) or at least one has (`any_issuer`).
+    /// `/readyz`: listeners up, not shutting down, and every issuer has keys
+    /// (`readyz: all_issuers`, the default) or at least one has (`any_issuer`).
     pub fn readiness(&self) -> (bool, String) {
-        if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
+        if self.drain.is_draining() || self.shutdown.is_cancelled() {
+            return (false, "shutting down".to_owned());
+        }
+        if !self.listeners_up.load(Ordering::Acquire) {
             return (false, "listeners not serving".to_owned());
         }
         let snapshot = self.snapshot.load();

@@ -23,16 +23,26 @@ use tokio_util::task::TaskTracker;
 use crate::gateway::Gateway;
 use crate::handshake::{self, ConnInfo};
 
+pub mod proxy_protocol;
+
 // Request heads above this size get 431 (hyper's buffer limit catches the
 // gross cases, `handshake` the exact one); a JWT plus ordinary headers fits.
 use crate::handshake::MAX_HEAD_BYTES;
 /// Header lines above this count get 431.
 const MAX_HEADERS: usize = 128;
 
+/// How a listener takes its connections.
+#[derive(Clone)]
+pub struct Settings {
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Read a PROXY protocol header first (`listeners[].proxy_protocol`).
+    pub proxy_protocol: bool,
+}
+
 pub async fn serve(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    settings: Settings,
     conns: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -49,12 +59,20 @@ pub async fn serve(
                 }
             },
         };
+        let max_pending = gw.snapshot.load().config.limits.max_pending;
+        let Some(permit) = gw.pending.try_acquire(max_pending) else {
+            // Closed at once: a flood of connections that never become
+            // sessions must not hold memory or descriptors.
+            tracing::debug!(%remote, "pending connection limit reached; closed");
+            drop(tcp);
+            continue;
+        };
         let workers = &gw.workers;
         let gw = Arc::clone(&gw);
-        let tls = tls.clone();
+        let settings = settings.clone();
         let cancel = cancel.clone();
         let task = conns.track_future(async move {
-            let tcp = match into_tokio(tcp) {
+            let mut tcp = match into_tokio(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {
                     tracing::debug!(%remote, error = %e, "accepted socket unusable");
@@ -62,14 +80,27 @@ pub async fn serve(
                 }
             };
             let timeout = gw.snapshot.load().config.limits.handshake_timeout;
+            // The PROXY header and TLS share one deadline; the HTTP head
+            // has its own (hyper's header timeout).
+            let deadline = tokio::time::Instant::now() + timeout;
+            let remote = if settings.proxy_protocol {
+                match proxied_remote(&mut tcp, remote, deadline).await {
+                    Some(r) => r,
+                    None => return,
+                }
+            } else {
+                remote
+            };
             let info = ConnInfo {
                 remote,
-                tls: tls.is_some(),
+                tls: settings.tls.is_some(),
+                pending: Some(Arc::new(permit)),
+                forwarded_for: None,
             };
-            match tls {
+            match settings.tls {
                 None => serve_http(gw, tcp, info, timeout, cancel).await,
                 Some(config) => {
-                    match tokio::time::timeout(timeout, crate::tls::stream::accept(tcp, config))
+                    match tokio::time::timeout_at(deadline, crate::tls::stream::accept(tcp, config))
                         .await
                     {
                         Ok(Ok(stream)) => serve_http(gw, stream, info, timeout, cancel).await,
@@ -97,6 +128,47 @@ async fn accept(listener: &TcpListener) -> io::Result<(std::net::TcpStream, Sock
     }
 }
 
+/// The client address a PROXY protocol header gives (the peer's own for a
+/// `LOCAL` or `UNKNOWN` header); `None`: the connection is refused.
+async fn proxied_remote(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<SocketAddr> {
+    match tokio::time::timeout_at(deadline, proxy_protocol::read_header(tcp)).await {
+        Ok(Ok(proxy_protocol::Header::Proxied { source })) => Some(source),
+        Ok(Ok(proxy_protocol::Header::Local)) => Some(peer),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection refused: PROXY protocol header");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "connection refused: no PROXY protocol header in time");
+            None
+        }
+    }
+}
+
+/// The request's client, believing `X-Forwarded-For` from trusted peers.
+fn with_forwarded(gw: &Gateway, info: &ConnInfo, headers: &http::HeaderMap) -> ConnInfo {
+    let mut info = info.clone();
+    let trusted = &gw.snapshot.load().config.trusted_proxies;
+    if trusted.is_empty() {
+        return info;
+    }
+    let xff = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let resolved = crate::client_addr::resolve(info.remote.ip(), xff, trusted);
+    if resolved.client != info.remote.ip() {
+        // X-Forwarded-For carries no port.
+        info.remote = SocketAddr::new(resolved.client, 0);
+    }
+    info.forwarded_for = resolved.forwarded_for.map(Arc::from);
+    info
+}
+
 /// Registers a moved socket (still non-blocking) with the calling worker's runtime.
 fn into_tokio(tcp: std::net::TcpStream) -> io::Result<TcpStream> {
     let tcp = TcpStream::from_std(tcp)?;
@@ -113,9 +185,9 @@ async fn serve_http<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let gw = Arc::clone(&gw);
-        let info = info.clone();
+        let info = with_forwarded(&gw, &info, req.headers());
         async move { Ok::<_, std::convert::Infallible>(handshake::handle(gw, info, req).await) }
     });
     let mut builder = http1::Builder::new();

@@ -7,6 +7,8 @@ use clap::Parser;
 use wsgate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    wsgate::memory::set_release(release_memory);
     let cli = Cli::parse();
     match cli.command {
         // Every check `run` makes before binding, and the warnings; the
@@ -102,4 +104,15 @@ fn token(t: &wsgate::cli::TokenArgs) -> anyhow::Result<String> {
         ttl,
         t.key.as_deref(),
     )?)
+}
+
+/// Returns the free pages of every malloc arena to the kernel (see
+/// `wsgate::memory`, which decides when).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_memory() {
+    // SAFETY: `malloc_trim` has no preconditions: it only gives back pages
+    // that hold no live allocation, under the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -156,6 +156,8 @@ pub struct Connected {
     /// The subprotocol the upstream selected, if any.
     pub protocol: Option<String>,
     pub lease: Lease,
+    /// The URL connected to (for the log lines).
+    pub url: UpstreamUrl,
 }
 
 impl Upstreams {
@@ -206,6 +208,7 @@ impl Upstreams {
                         io,
                         protocol,
                         lease,
+                        url: url.clone(),
                     })
                 }
                 Err(e @ (UpstreamError::Status { .. } | UpstreamError::Protocol { .. })) => {

@@ -265,6 +265,8 @@ fn kubernetes_manifests_have_the_expected_shape() {
             .unwrap();
         let grace = str_at(&config, &["limits", "shutdown_grace"]).unwrap();
         let grace = wsgate::config::parse_duration(grace).unwrap().as_secs();
+        let drain_delay = str_at(&config, &["limits", "drain_delay"])
+            .map_or(0, |d| wsgate::config::parse_duration(d).unwrap().as_secs());
         let mut found = false;
         for doc in docs
             .iter()
@@ -290,10 +292,16 @@ fn kubernetes_manifests_have_the_expected_shape() {
                     Some("/readyz"),
                     "{name}"
                 );
+                // The kubelet's clock runs from the preStop hook: the
+                // pause, drain_delay and the grace must all fit.
                 let termination = spec["terminationGracePeriodSeconds"].as_u64().unwrap();
+                let pause = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let needed = pause + drain_delay + grace;
                 assert!(
-                    termination > grace,
-                    "{name}: terminationGracePeriodSeconds {termination} <= shutdown_grace {grace}s"
+                    termination > needed,
+                    "{name}: terminationGracePeriodSeconds {termination} <= preStop {pause}s + drain_delay {drain_delay}s + shutdown_grace {grace}s"
                 );
             }
         }

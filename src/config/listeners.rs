@@ -36,6 +36,7 @@ pub(crate) fn listeners(
             out.push(ListenerConfig {
                 bind,
                 tls: tls.flatten(),
+                proxy_protocol: l.proxy_protocol.unwrap_or(false),
             });
         }
     }
@@ -217,4 +218,22 @@ pub(crate) fn check_distinct_binds(
             seen.push((addr, path));
         }
     }
+}
+
+pub(crate) fn trusted_proxies(
+    cx: &mut Ctx,
+    raw: Option<&[String]>,
+    path: FieldPath,
+) -> Vec<crate::client_addr::Cidr> {
+    let mut out = Vec::new();
+    for (i, entry) in raw.unwrap_or(&[]).iter().enumerate() {
+        match entry.parse() {
+            Ok(c) => out.push(c),
+            Err(e) => cx.err(
+                path.index(i),
+                format!("{e}; write a range such as \"10.0.0.0/8\" or one address"),
+            ),
+        }
+    }
+    out
 }

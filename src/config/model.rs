@@ -34,6 +34,9 @@ pub struct Config {
     /// Extension (`workers`): I/O worker threads; `None`: one per core.
     /// Read at start only (a reload keeps the running count).
     pub workers: Option<usize>,
+    /// Peers whose `X-Forwarded-For` is believed (the client is the
+    /// right-most address not in one of these ranges).
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// Extension (`readyz`): what `/readyz` requires of the issuers' keys.
     pub readyz: Readiness,
 }
@@ -67,6 +70,9 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header,
+    /// read before TLS; one without is refused.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +293,9 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RouteLimits {
     pub max_sessions_per_subject: Option<u32>,
+    /// Sessions on this route (first-message waiters included); beyond it
+    /// handshakes get 503.
+    pub max_sessions: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,6 +311,13 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     pub auth_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// On shutdown, how long the listeners keep accepting after `/readyz`
+    /// turns 503, so that load balancers see the 503 before connections are
+    /// refused.
+    pub drain_delay: Duration,
+    /// Connections accepted but not yet a session (TLS, HTTP head, waiting
+    /// for a first message); beyond it a new connection is closed at once.
+    pub max_pending: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -321,5 +337,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+pub const DEFAULT_MAX_PENDING: usize = 1024;
 pub const DEFAULT_REVOCATION_FILE: &str = "wsgate-revocations.jsonl";
 pub const DEFAULT_REVOCATION_RETAIN: Duration = Duration::from_secs(24 * 3600);

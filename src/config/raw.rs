@@ -26,6 +26,7 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
     pub workers: Option<u64>,
     pub readyz: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +41,7 @@ pub struct RawLog {
 pub struct RawListener {
     pub bind: Option<String>,
     pub tls: Option<RawTls>,
+    pub proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +179,7 @@ pub struct RawSession {
 #[serde(deny_unknown_fields)]
 pub struct RawRouteLimits {
     pub max_sessions_per_subject: Option<u64>,
+    pub max_sessions: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +199,8 @@ pub struct RawLimits {
     pub handshake_timeout: Option<Scalar>,
     pub auth_timeout: Option<Scalar>,
     pub shutdown_grace: Option<Scalar>,
+    pub drain_delay: Option<Scalar>,
+    pub max_pending: Option<u64>,
 }
 
 /// Extension: `demo: { echo: "127.0.0.1:9001" }`.

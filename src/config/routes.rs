@@ -406,20 +406,34 @@ fn session(cx: &mut Ctx, raw: Option<&RawSession>, path: FieldPath) -> SessionCo
 }
 
 fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> RouteLimits {
-    let Some(n) = raw.and_then(|l| l.max_sessions_per_subject) else {
+    let Some(raw) = raw else {
         return RouteLimits::default();
     };
-    match u32::try_from(n) {
-        Ok(n) if n > 0 => RouteLimits {
-            max_sessions_per_subject: Some(n),
-        },
+    let per_subject = raw
+        .max_sessions_per_subject
+        .and_then(|n| match u32::try_from(n) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                cx.err(
+                    path.key("max_sessions_per_subject"),
+                    "must be from 1 to 4294967295; remove the key for no limit",
+                );
+                None
+            }
+        });
+    let max_sessions = raw.max_sessions.and_then(|n| match usize::try_from(n) {
+        Ok(n) if n > 0 => Some(n),
         _ => {
             cx.err(
-                path.key("max_sessions_per_subject"),
-                "must be from 1 to 4294967295; remove the key for no limit",
+                path.key("max_sessions"),
+                "must be at least 1; remove the key for no per-route limit",
             );
-            RouteLimits::default()
+            None
         }
+    });
+    RouteLimits {
+        max_sessions_per_subject: per_subject,
+        max_sessions,
     }
 }
 

@@ -234,6 +234,11 @@ pub(crate) fn validate(
         }
     };
     risks::cookie_needs_origins(&mut cx, raw, &token_sources);
+    let trusted_proxies = super::listeners::trusted_proxies(
+        &mut cx,
+        raw.trusted_proxies.as_deref(),
+        root.key("trusted_proxies"),
+    );
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -251,6 +256,7 @@ pub(crate) fn validate(
         demo,
         workers,
         readyz,
+        trusted_proxies,
     };
     risks::warnings(&mut cx, &config);
     Ok((config, cx.warnings))
@@ -473,6 +479,8 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         handshake_timeout: None,
         auth_timeout: None,
         shutdown_grace: None,
+        drain_delay: None,
+        max_pending: None,
     };
     let raw = raw.unwrap_or(&none);
     let max_sessions = match raw.max_sessions.map(usize::try_from) {
@@ -505,10 +513,28 @@ fn limits(cx: &mut Ctx, raw: Option<&RawLimits>, path: FieldPath) -> Limits {
         path.key("shutdown_grace"),
         DEFAULT_SHUTDOWN_GRACE,
     );
+    let drain_delay = cx.duration(
+        &raw.drain_delay,
+        path.key("drain_delay"),
+        DEFAULT_DRAIN_DELAY,
+    );
+    let max_pending = match raw.max_pending.map(usize::try_from) {
+        None => DEFAULT_MAX_PENDING,
+        Some(Ok(0)) | Some(Err(_)) => {
+            cx.err(
+                path.key("max_pending"),
+                "must be at least 1 (0 would refuse every connection)",
+            );
+            DEFAULT_MAX_PENDING
+        }
+        Some(Ok(n)) => n,
+    };
     Limits {
         max_sessions,
         handshake_timeout,
         auth_timeout,
         shutdown_grace,
+        drain_delay,
+        max_pending,
     }
 }

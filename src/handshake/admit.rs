@@ -26,6 +26,7 @@ use crate::route::pattern::parse_request_path;
 use crate::route::require::lookup_claim;
 use crate::route::template::{is_safe_header_value, Placeholder};
 use crate::route::Params;
+use crate::session::registry::Slot;
 use crate::session::{Admitted, CloseReason, SessionGuard, SessionHandle, SlotError};
 use crate::snapshot::{Route, Snapshot};
 
@@ -176,16 +177,31 @@ pub struct Registration<'a> {
     pub admitted: Admitted,
     pub token: Option<Arc<VerifiedToken>>,
     pub remote: std::net::SocketAddr,
+    /// A slot taken earlier ([`reserve`]); `None`: one is taken now.
+    pub slot: Option<Slot>,
 }
 
-/// Takes a global slot and registers the session; the per-subject limit is
-/// checked atomically with the insert.
+/// Takes a session slot, global and on the route (`max_sessions` of
+/// `limits` and of the route): 503 beyond either.
+pub fn reserve(gw: &Arc<Gateway>, route: &Route) -> Result<Slot, Reject> {
+    let max = gw.snapshot.load().config.limits.max_sessions;
+    gw.registry
+        .reserve(max, &route.id, route.cfg.limits.max_sessions)
+        .map_err(|e| {
+            tracing::debug!(route = %route.id, limit = %e, "no session slot");
+            // Both caps protect capacity, which is a 503; the per-subject
+            // 429 is decided at registration.
+            Reject::GlobalLimit
+        })
+}
+
+/// Takes a slot (unless one is held) and registers the session; the
+/// per-subject limit is checked atomically with the insert.
 pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, Reject> {
-    let snapshot = gw.snapshot.load();
-    let slot = gw
-        .registry
-        .reserve(snapshot.config.limits.max_sessions)
-        .map_err(|_| Reject::GlobalLimit)?;
+    let slot = match r.slot {
+        Some(slot) => slot,
+        None => reserve(gw, r.route)?,
+    };
     let subject = r.token.as_ref().and_then(|t| {
         let iss = t.iss.clone().unwrap_or_else(|| t.issuer_id.clone());
         t.sub.clone().map(|sub| (iss, sub))
@@ -208,7 +224,7 @@ pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, 
             slot,
         )
         .map_err(|e| match e {
-            SlotError::Global => Reject::GlobalLimit,
+            SlotError::Global | SlotError::Route => Reject::GlobalLimit,
             SlotError::Subject => Reject::SubjectLimit,
         })?;
     // A revocation made between verification and registration found no

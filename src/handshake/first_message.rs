@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncRead;
 
 use super::admit::{self, Admission, Attempt, Credential, Registration};
-use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Reject};
+use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Detail, Reject};
 use crate::auth::sources;
 use crate::auth::VerifiedToken;
 use crate::config::FirstMessage;
@@ -24,6 +24,7 @@ use crate::io::prefixed::Prefixed;
 use crate::proxy::client_io::{close_client, read_text_message, ClientIoError};
 use crate::proxy::frame::{self, OP_TEXT};
 use crate::route::Params;
+use crate::session::registry::Slot;
 use crate::session::Admitted;
 use crate::snapshot::{Route, Snapshot};
 
@@ -38,6 +39,8 @@ pub(super) struct Pending {
     pub app_protocols: Vec<String>,
     /// Where the token is in the message, and whether the message goes on.
     pub spec: FirstMessage,
+    /// The session slot taken before the 101, held while waiting.
+    pub slot: Option<Slot>,
 }
 
 /// Answers 101 now and authenticates on the first frame in a session task.
@@ -63,23 +66,33 @@ pub(super) fn start(
     let conn = conn.clone();
     gw.sessions.spawn(async move {
         let started = Instant::now();
+        let mut conn = conn;
+        // Still a pending connection (`max_pending`) until its first
+        // message is judged.
+        let waiting = conn.pending.take();
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
         let mut client = TokioIo::new(upgraded);
         let route = Arc::clone(&pending.route);
+        let mut detail = Detail {
+            path: pending.admitted.path.clone(),
+            host: pending.admitted.host.clone(),
+            ..Detail::default()
+        };
         let auth_timeout = snapshot.config.limits.auth_timeout;
         let outcome = tokio::select! {
             r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &snapshot, &pending, &mut client)) => match r {
                 Ok(r) => r,
                 Err(_) => Err(Reject::AuthTimeout),
             },
-            _ = gw2.shutdown.cancelled() => Err(Reject::ShuttingDown),
+            _ = gw2.drain.closing() => Err(Reject::ShuttingDown),
         };
+        drop(waiting);
         let (mut admission, mut leftover) = match outcome {
             Ok(a) => a,
             Err(reject) => {
-                super::record(&gw2, &route.id, &conn, None, Err(&reject), started);
+                super::record(&gw2, &route.id, &conn, None, Err(&reject), started, &detail);
                 close_client(&mut client, reject.close_code(), reject.description()).await;
                 return;
             }
@@ -95,7 +108,9 @@ pub(super) fn start(
         let mut client = Prefixed::new(leftover, client);
         match connect(&gw2, &conn, pending, admission.admission).await {
             Ok((guard, connected, token)) => {
-                super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started);
+                detail.session = Some(guard.handle().id);
+                detail.upstream = Some(connected.url.to_string());
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started, &detail);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
                 let mut connected = connected;
                 crate::proxy::task::run(&gw2, &route, &guard, &mut client, &mut connected, interceptor).await;
@@ -103,7 +118,7 @@ pub(super) fn start(
                 drop(guard);
             }
             Err((reject, token)) => {
-                super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started);
+                super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started, &detail);
                 close_client(&mut client, reject.close_code(), reject.description()).await;
             }
         }
@@ -136,6 +151,7 @@ async fn connect(
             admitted: pending.admitted,
             token: admission.token,
             remote: conn.remote,
+            slot: pending.slot.take(),
         },
     )
     .map_err(fail)?;

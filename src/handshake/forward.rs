@@ -145,7 +145,11 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         }
     }
     headers.extend(identity);
-    if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
+    let forwarded_for = match &conn.forwarded_for {
+        Some(chain) => HeaderValue::from_str(chain),
+        None => HeaderValue::from_str(&conn.remote.ip().to_string()),
+    };
+    if let Ok(v) = forwarded_for {
         headers.push((HeaderName::from_static("x-forwarded-for"), v));
     }
     headers.push((

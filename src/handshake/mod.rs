@@ -50,6 +50,14 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub struct ConnInfo {
     pub remote: SocketAddr,
     pub tls: bool,
+    /// The connection's place among the pending ones (`limits.max_pending`),
+    /// freed when the last holder drops it: the connection task after the
+    /// 101, or a `first_message` task once the first message is judged.
+    pub pending: Option<Arc<crate::pending::Permit>>,
+    /// The `X-Forwarded-For` for the upstream when the peer is a trusted
+    /// proxy: its incoming chain with the peer appended. `None`: the
+    /// client's address alone.
+    pub forwarded_for: Option<Arc<str>>,
 }
 
 /// Serves one request on a gateway listener.
@@ -71,11 +79,19 @@ pub async fn handle(
         // The first-message task records the handshake once it is decided.
         Ok(resp) if ctx.deferred => resp,
         Ok(resp) => {
-            record(&gw, route_id, &conn, token, Ok(()), started);
+            record(&gw, route_id, &conn, token, Ok(()), started, &ctx.detail);
             resp
         }
         Err((reject, on_upgrade)) => {
-            record(&gw, route_id, &conn, token, Err(&reject), started);
+            record(
+                &gw,
+                route_id,
+                &conn,
+                token,
+                Err(&reject),
+                started,
+                &ctx.detail,
+            );
             refuse(&gw, &ctx, reject, on_upgrade)
         }
     }
@@ -90,7 +106,12 @@ fn record(
     token: Option<&VerifiedToken>,
     result: Result<(), &Reject>,
     started: Instant,
+    detail: &Detail,
 ) {
+    let path = &*detail.path;
+    let host = detail.host.as_deref().unwrap_or("");
+    let upstream = detail.upstream.as_deref().unwrap_or("");
+    let session = detail.session;
     let elapsed = started.elapsed().as_secs_f64();
     let field = |f: fn(&VerifiedToken) -> Option<&str>| token.and_then(f).unwrap_or("");
     let iss = field(|t| t.iss.as_deref());
@@ -100,14 +121,14 @@ fn record(
         Ok(()) => {
             gw.metrics.handshake(route, Outcome::ok, elapsed);
             tracing::info!(
-                route, remote = %conn.remote, iss, sub, jti, outcome = "ok",
+                route, remote = %conn.remote, path, host, upstream, session, iss, sub, jti, outcome = "ok",
                 duration_ms = elapsed * 1000.0, "handshake accepted"
             );
         }
         Err(reject) => {
             gw.metrics.handshake(route, reject.outcome(), elapsed);
             tracing::info!(
-                route, remote = %conn.remote, iss, sub, jti, outcome = ?reject.outcome(),
+                route, remote = %conn.remote, path, host, upstream, session, iss, sub, jti, outcome = ?reject.outcome(),
                 reason = %reject, status = reject.status().as_u16(),
                 close_code = reject.close_code(), duration_ms = elapsed * 1000.0,
                 "handshake refused"
@@ -116,9 +137,20 @@ fn record(
     }
 }
 
+/// Where a handshake was going, for its log line: the session id is the
+/// one `/admin/sessions` lists.
+#[derive(Default)]
+struct Detail {
+    path: Box<str>,
+    host: Option<Box<str>>,
+    upstream: Option<String>,
+    session: Option<crate::session::SessionId>,
+}
+
 /// What the handshake learned so far, for the log line and for `reject: close`.
 #[derive(Default)]
 struct Ctx {
+    detail: Detail,
     route: Option<Arc<Route>>,
     token: Option<Arc<VerifiedToken>>,
     /// Set once the request is known to be a valid upgrade.
@@ -155,6 +187,8 @@ async fn accept(
         .map_err(|e| (Reject::BadHost(e.text()), None))?;
     let path = parse_request_path(parts.uri.path())
         .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
+    ctx.detail.path = parts.uri.path().into();
+    ctx.detail.host = host.as_deref().map(Into::into);
     let matched = snapshot
         .routes
         .find(host.as_deref(), &path)
@@ -189,6 +223,13 @@ async fn accept(
         if let Err(r) = admit::check_origins(&route, &admitted.origins) {
             return Err((r, on_upgrade));
         }
+        // A connection waiting for its first message holds a session slot:
+        // anonymous connections cannot get past `max_sessions` by never
+        // authenticating.
+        let slot = match admit::reserve(gw, &route) {
+            Ok(slot) => slot,
+            Err(r) => return Err((r, on_upgrade)),
+        };
         let pending = first_message::Pending {
             route,
             params,
@@ -196,6 +237,7 @@ async fn accept(
             parts,
             app_protocols,
             spec,
+            slot: Some(slot),
         };
         return Ok(first_message::start(
             gw, snapshot, conn, pending, ctx, on_upgrade,
@@ -226,9 +268,11 @@ async fn accept(
             admitted,
             token: admission.token,
             remote: conn.remote,
+            slot: None,
         },
     )
     .map_err(|r| (r, None))?;
+    ctx.detail.session = Some(guard.handle().id);
     let upstream_req = forward::upstream_request(
         forward::Forward {
             route: &route,
@@ -246,6 +290,7 @@ async fn accept(
         .connect(&upstream_req)
         .await
         .map_err(|e| (Reject::Upstream(e), None))?;
+    ctx.detail.upstream = Some(connected.url.to_string());
 
     let protocol = match (&connected.protocol, &found) {
         (Some(p), _) => Some(p.clone()),

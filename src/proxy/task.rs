@@ -72,8 +72,9 @@ pub async fn run<C>(
         idle_timeout: route.cfg.session.idle_timeout,
         max_message_size: route.cfg.session.max_message_size,
     };
-    // Shutdown may have begun while this session was being set up.
-    if gw.shutdown.is_cancelled() {
+    // Shutdown may have begun closing sessions while this one was being
+    // set up (see `Drain::close_sessions`).
+    if gw.drain.is_closing() {
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
@@ -95,6 +96,8 @@ pub async fn run<C>(
     let [msgs_up, bytes_up, msgs_down, bytes_down] = tally.snapshot();
     tracing::info!(
         route = %route.id, session = handle.id, remote = %handle.remote_addr,
+        path = %handle.admitted.path, host = handle.admitted.host.as_deref().unwrap_or(""),
+        upstream = %connected.url,
         duration_ms = started.elapsed().as_millis() as u64,
         reason = reason.metric_label(),
         client_code = to_client.as_ref().map(|c| c.code),

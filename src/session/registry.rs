@@ -21,6 +21,8 @@ pub enum SlotError {
     Global,
     #[error("per-subject session limit reached")]
     Subject,
+    #[error("route session limit reached")]
+    Route,
 }
 
 #[derive(Default)]
@@ -33,17 +35,28 @@ pub struct Registry {
     next_id: AtomicU64,
     /// Sessions plus handshakes holding a slot.
     slots: AtomicUsize,
+    /// The same per route id (route `limits.max_sessions`). A reload that
+    /// keeps a route's id keeps its count.
+    route_slots: DashMap<Arc<str>, usize>,
 }
 
-/// A reserved global slot: taken before the upstream is contacted so that a
-/// flood of handshakes cannot exceed `max_sessions` while they are in flight.
+/// A reserved slot, global and on its route: taken before the upstream is
+/// contacted (or, with `first_message`, before the 101) so that a flood of
+/// handshakes cannot exceed `max_sessions` while they are in flight.
 pub struct Slot {
     registry: Arc<Registry>,
+    route: Option<Arc<str>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.registry.slots.fetch_sub(1, Ordering::AcqRel);
+        if let Some(route) = self.route.take() {
+            self.registry.route_slots.remove_if_mut(&route, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
     }
 }
 
@@ -87,16 +100,43 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Takes one of `max` global slots.
-    pub fn reserve(self: &Arc<Self>, max: usize) -> Result<Slot, SlotError> {
+    /// Takes one of `max` global slots, and one of `route_max` on `route`
+    /// when the route has a cap.
+    pub fn reserve(
+        self: &Arc<Self>,
+        max: usize,
+        route: &Arc<str>,
+        route_max: Option<usize>,
+    ) -> Result<Slot, SlotError> {
         let prev = self.slots.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot {
+        let mut slot = Slot {
             registry: Arc::clone(self),
+            route: None,
         };
         if prev >= max {
             return Err(SlotError::Global);
         }
+        if let Some(route_max) = route_max {
+            // Counted and checked under the entry's shard lock: concurrent
+            // handshakes on one route cannot both slip under the cap.
+            let mut n = self.route_slots.entry(Arc::clone(route)).or_insert(0);
+            if *n >= route_max {
+                let empty = *n == 0;
+                drop(n);
+                if empty {
+                    self.route_slots.remove_if(route, |_, n| *n == 0);
+                }
+                return Err(SlotError::Route);
+            }
+            *n += 1;
+            slot.route = Some(Arc::clone(route));
+        }
         Ok(slot)
+    }
+
+    /// Sessions (and handshakes holding a slot) on `route`, when it has a cap.
+    pub fn on_route(&self, route: &str) -> usize {
+        self.route_slots.get(route).map_or(0, |n| *n)
     }
 
     /// Registers a session. With a subject and a per-route limit, the count
