@@ -87,6 +87,8 @@ routes:
         X-Roles: "{{claims.roles}}"
 limits:
   handshake_timeout: {handshake_timeout}
+  # Room for the test that holds 2 000 idle connections before any handshake.
+  max_pending: 4096
 "#,
         head = head(),
         admin = admin.url(),
