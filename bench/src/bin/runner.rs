@@ -3,8 +3,13 @@
 //! ratios on stdout and in `bench/results/<date>.md`.
 //!
 //! ```text
-//! runner [--quick] [--wsgate PATH] [--haproxy PATH|none] [--out DIR] [--work DIR]
+//! runner [--quick] [--pinned] [--wsgate PATH] [--haproxy PATH|none] [--out DIR] [--work DIR]
 //! ```
+//!
+//! `--pinned` measures per core: each proxy runs alone on core 0 (`taskset`)
+//! with one thread (`workers: 1`, `nbthread 1`); the runner, the echo
+//! upstream and the load generator run on the other cores (children inherit
+//! the runner's affinity).
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -123,9 +128,56 @@ fn openssl(args: &[&str]) -> io::Result<()> {
     Ok(())
 }
 
+/// `--pinned`: the proxies' core, and the runner's (and so its children's).
+struct Pinning {
+    proxy: String,
+    rest: String,
+}
+
+fn pinning(on: bool) -> io::Result<Option<Pinning>> {
+    if !on {
+        return Ok(None);
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores < 2 {
+        return Err(io::Error::other("--pinned needs at least two cores"));
+    }
+    let pin = Pinning {
+        proxy: "0".into(),
+        rest: format!("1-{}", cores - 1),
+    };
+    let me = std::process::id().to_string();
+    let o = Command::new("taskset")
+        .args(["-pc", &pin.rest, &me])
+        .output()?;
+    if !o.status.success() {
+        return Err(io::Error::other("taskset failed (util-linux)"));
+    }
+    Ok(Some(pin))
+}
+
+/// `bin`, started on the proxies' core when pinned.
+fn proxy_command(bin: &str, pin: &Option<Pinning>) -> Command {
+    match pin {
+        Some(p) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &p.proxy, bin]);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn run() -> io::Result<()> {
     let args = Args::from_env(1);
     let quick = args.has("quick");
+    let pin = pinning(args.has("pinned"))?;
+    if let Some(p) = &pin {
+        eprintln!(
+            "== pinned: proxies on core {}, echo and load generator on {}",
+            p.proxy, p.rest
+        );
+    }
     let p = profile(quick);
     let here = std::env::current_exe()?.parent().unwrap().to_path_buf();
     let echo_bin = here.join("echo");
@@ -236,7 +288,8 @@ fn run() -> io::Result<()> {
         None => eprintln!("!! haproxy not found ({haproxy_bin}): running direct + wsgate only (apt-get install -y haproxy)"),
         Some(v) => {
             let port = free_port()?;
-            let cfg = haproxy_config(port, &echo_addr, &w("tls_combined.pem"), &w("jwt_pub.pem"));
+            let threads = if pin.is_some() { 1 } else { 2 };
+            let cfg = haproxy_config(port, &echo_addr, &w("tls_combined.pem"), &w("jwt_pub.pem"), threads);
             std::fs::write(w("haproxy.cfg"), cfg)?;
             let o = Command::new(&haproxy_bin).args(["-c", "-f", &w("haproxy.cfg")]).output()?;
             if !o.status.success() {
@@ -246,7 +299,7 @@ fn run() -> io::Result<()> {
                     String::from_utf8_lossy(&o.stderr)
                 )));
             }
-            let child = Command::new(&haproxy_bin)
+            let child = proxy_command(&haproxy_bin, &pin)
                 .args(["-db", "-f", &w("haproxy.cfg")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(std::fs::File::create(w("haproxy.log"))?))
@@ -261,7 +314,7 @@ fn run() -> io::Result<()> {
     }
 
     // wsgate.
-    std::fs::write(w("wsgate.yaml"), wsgate_config(&echo_addr))?;
+    std::fs::write(w("wsgate.yaml"), wsgate_config(&echo_addr, pin.is_some()))?;
     let check = Command::new(&wsgate_bin)
         .args(["check", "-c", &w("wsgate.yaml")])
         .output()?;
@@ -272,7 +325,7 @@ fn run() -> io::Result<()> {
             String::from_utf8_lossy(&check.stderr)
         )));
     }
-    let mut gw = Command::new(&wsgate_bin)
+    let mut gw = proxy_command(&wsgate_bin.to_string_lossy(), &pin)
         .args(["run", "-c", &w("wsgate.yaml")])
         // Only the readiness line at info; no per-handshake logging.
         .env("RUST_LOG", "warn,wsgate::app=info")
@@ -639,7 +692,15 @@ fn run() -> io::Result<()> {
         sh("uname -r")
     );
     let mut md = String::new();
-    md += &format!("# wsgate benchmark, {} run, {date}\n\n", p.name);
+    let mode = if pin.is_some() { ", pinned" } else { "" };
+    md += &format!("# wsgate benchmark, {} run{mode}, {date}\n\n", p.name);
+    if let Some(pn) = &pin {
+        md += &format!(
+            "Pinned: each proxy alone on core {} with one thread (`workers: 1`, `nbthread 1`); \
+             echo upstream and load generator on cores {}.\n\n",
+            pn.proxy, pn.rest
+        );
+    }
     md += &format!(
         "Command: `{}`\n\n",
         std::env::args().collect::<Vec<_>>().join(" ")
@@ -667,7 +728,11 @@ fn run() -> io::Result<()> {
     for n in &notes {
         println!("{n}");
     }
-    let out = out_dir.join(format!("{date}-{}.md", p.name));
+    let out = out_dir.join(format!(
+        "{date}-{}{}.md",
+        p.name,
+        if pin.is_some() { "-pinned" } else { "" }
+    ));
     std::fs::write(&out, md)?;
     println!(
         "\nwritten: {} ({:.0} s)",
@@ -919,7 +984,9 @@ fn sign_tokens(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
     Ok(hs.into_iter().flat_map(|h| h.join().unwrap()).collect())
 }
 
-fn wsgate_config(echo: &str) -> String {
+fn wsgate_config(echo: &str, pinned: bool) -> String {
+    // Pinned: one I/O worker, like HAProxy's `nbthread 1`.
+    let workers = if pinned { "workers: 1\n" } else { "" };
     format!(
         r#"# Written by the benchmark runner.
 log: {{ level: warn, format: text }}
@@ -941,19 +1008,25 @@ limits:
   max_sessions: 100000
   handshake_timeout: 10s
   shutdown_grace: 2s
-"#
+{workers}"#
     )
 }
 
 /// The same work in HAProxy 2.6: TLS termination with the same certificate,
 /// the bearer token verified with `jwt_verify` (RS256), `exp` checked against
 /// `date()`, the token removed, then the WebSocket tunnelled.
-fn haproxy_config(port: u16, echo: &str, combined_pem: &str, pubkey: &str) -> String {
+fn haproxy_config(
+    port: u16,
+    echo: &str,
+    combined_pem: &str,
+    pubkey: &str,
+    threads: usize,
+) -> String {
     format!(
         r#"# Written by the benchmark runner.
 global
     maxconn 9800
-    nbthread 2
+    nbthread {threads}
     ssl-default-bind-options ssl-min-ver TLSv1.2
 
 defaults
