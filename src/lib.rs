@@ -38,6 +38,7 @@ pub mod client_addr;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod extensions;
 pub mod gateway;
 pub mod handshake;
 pub mod io;

@@ -143,7 +143,19 @@ pub struct UpstreamRequest {
     pub path_and_query: String,
     /// Application subprotocols, in the client's order.
     pub subprotocols: Vec<String>,
+    /// The client's `permessage-deflate` offers, passed on as written (see
+    /// [`crate::handshake`]: only routes that let frames through untouched
+    /// negotiate compression).
+    pub extensions: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What the upstream's 101 agreed to.
+#[derive(Debug, Default)]
+struct Agreed {
+    protocol: Option<String>,
+    /// Its `Sec-WebSocket-Extensions` answer (one `permessage-deflate`).
+    extensions: Option<String>,
 }
 
 /// The upstream's stream after its 101, starting with any frames that
@@ -155,6 +167,9 @@ pub struct Connected {
     pub io: UpstreamStream,
     /// The subprotocol the upstream selected, if any.
     pub protocol: Option<String>,
+    /// The `permessage-deflate` parameters the upstream accepted, passed on
+    /// to the client as its answer; frames then carry RSV1.
+    pub extensions: Option<String>,
     pub lease: Lease,
     /// The URL connected to (for the log lines).
     pub url: UpstreamUrl,
@@ -203,10 +218,11 @@ impl Upstreams {
                 index,
             };
             match self.connect_one(url, req).await {
-                Ok((io, protocol)) => {
+                Ok((io, agreed)) => {
                     return Ok(Connected {
                         io,
-                        protocol,
+                        protocol: agreed.protocol,
+                        extensions: agreed.extensions,
                         lease,
                         url: url.clone(),
                     })
@@ -230,7 +246,7 @@ impl Upstreams {
         &self,
         url: &UpstreamUrl,
         req: &UpstreamRequest,
-    ) -> Result<(UpstreamStream, Option<String>), UpstreamError> {
+    ) -> Result<(UpstreamStream, Agreed), UpstreamError> {
         let name = url.to_string();
         let attempt = async {
             let tcp = TcpStream::connect((url.host.as_str(), url.port))
@@ -269,8 +285,8 @@ impl Upstreams {
                 }
                 (_, false) => UpstreamIo::Plain(tcp),
             };
-            let (protocol, leftover) = client_handshake(&mut io, url, req, &name).await?;
-            Ok((Prefixed::new(leftover, io), protocol))
+            let (agreed, leftover) = client_handshake(&mut io, url, req, &name).await?;
+            Ok((Prefixed::new(leftover, io), agreed))
         };
         match tokio::time::timeout(self.connect_timeout, attempt).await {
             Ok(r) => r,
@@ -279,15 +295,15 @@ impl Upstreams {
     }
 }
 
-/// Writes the upgrade request and reads the upstream's answer. Returns the
-/// selected subprotocol and any bytes read past the response head (frames the
+/// Writes the upgrade request and reads the upstream's answer. Returns what
+/// it agreed to and any bytes read past the response head (frames the
 /// upstream sent right after its 101).
 async fn client_handshake(
     io: &mut UpstreamIo,
     url: &UpstreamUrl,
     req: &UpstreamRequest,
     name: &str,
-) -> Result<(Option<String>, Vec<u8>), UpstreamError> {
+) -> Result<(Agreed, Vec<u8>), UpstreamError> {
     let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
     let head = request_head(url, req, &key);
     let io_err = |source: io::Error| UpstreamError::Unreachable {
@@ -325,8 +341,8 @@ async fn client_handshake(
                         status,
                     });
                 }
-                let protocol_sel = check_101(resp.headers, &key, req, name)?;
-                break (len, protocol_sel);
+                let agreed = check_101(resp.headers, &key, req, name)?;
+                break (len, agreed);
             }
             Ok(httparse::Status::Partial) => continue,
             Err(_) => return Err(protocol(name, "malformed response")),
@@ -369,6 +385,11 @@ fn request_head(url: &UpstreamUrl, req: &UpstreamRequest, key: &str) -> Vec<u8> 
         out.extend_from_slice(req.subprotocols.join(", ").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(ext) = &req.extensions {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(ext.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in &req.headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -384,7 +405,7 @@ fn check_101(
     key: &str,
     req: &UpstreamRequest,
     name: &str,
-) -> Result<Option<String>, UpstreamError> {
+) -> Result<Agreed, UpstreamError> {
     let get = |n: &str| {
         headers
             .iter()
@@ -404,12 +425,28 @@ fn check_101(
     if get("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
         return Err(protocol(name, "wrong Sec-WebSocket-Accept"));
     }
-    match get("sec-websocket-protocol") {
-        None | Some("") => Ok(None),
-        Some(p) if req.subprotocols.iter().any(|o| o == p) => Ok(Some(p.to_owned())),
-        Some(_) => Err(protocol(
-            name,
-            "selected a subprotocol that was not offered",
-        )),
-    }
+    let protocol_sel = match get("sec-websocket-protocol") {
+        None | Some("") => None,
+        Some(p) if req.subprotocols.iter().any(|o| o == p) => Some(p.to_owned()),
+        Some(_) => {
+            return Err(protocol(
+                name,
+                "selected a subprotocol that was not offered",
+            ))
+        }
+    };
+    // The relay lets RSV1 through only for `permessage-deflate`, and only
+    // when it was offered: any other answer would make frames the gateway
+    // cannot vouch for.
+    let extensions = match get("sec-websocket-extensions") {
+        None | Some("") => None,
+        Some(e) if req.extensions.is_some() && crate::extensions::is_deflate_answer(e) => {
+            Some(e.to_owned())
+        }
+        Some(_) => return Err(protocol(name, "accepted an extension that was not offered")),
+    };
+    Ok(Agreed {
+        protocol: protocol_sel,
+        extensions,
+    })
 }

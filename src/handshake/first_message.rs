@@ -123,7 +123,7 @@ pub(super) fn start(
             }
         }
     });
-    switching_protocols(&accept_key, protocol.as_deref())
+    switching_protocols(&accept_key, protocol.as_deref(), None)
 }
 
 type Connected = (

@@ -51,6 +51,17 @@ const NOT_FORWARDED: &[&str] = &[
     "x-real-ip",
 ];
 
+/// Whether the route lets `permessage-deflate` through end to end: only
+/// where the gateway never reads a message (no `first_message`, no
+/// refresh), since it does not inflate compressed frames.
+pub fn passes_compression(route: &Route) -> bool {
+    !route.cfg.session.refresh
+        && !route
+            .token_sources
+            .iter()
+            .any(|s| matches!(s, TokenSource::FirstMessage(_)))
+}
+
 /// Whether two header names are one variable to an upstream that folds case
 /// and reads `_` as `-`.
 pub fn same_header(a: &str, b: &str) -> bool {
@@ -132,6 +143,11 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         _ => app_protocols,
     };
 
+    let extensions = if passes_compression(route) {
+        crate::extensions::deflate_offers(&parts.headers)
+    } else {
+        None
+    };
     let hop_by_hop = connection_options(parts);
     let mut headers: Vec<(HeaderName, HeaderValue)> =
         Vec::with_capacity(parts.headers.len() + identity.len() + 3);
@@ -162,6 +178,7 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
     UpstreamRequest {
         path_and_query: format!("{path}{query}"),
         subprotocols,
+        extensions,
         headers,
     }
 }

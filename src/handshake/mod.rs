@@ -307,8 +307,13 @@ async fn accept(
     let on_upgrade =
         on_upgrade.ok_or((Reject::BadUpgrade("connection cannot be upgraded"), None))?;
     let interceptor = refresh::interceptor(gw, &route, guard.handle());
+    let extensions = connected.extensions.clone();
     crate::proxy::task::spawn(gw, route, guard, connected, interceptor, on_upgrade);
-    Ok(switching_protocols(&accept_key, protocol.as_deref()))
+    Ok(switching_protocols(
+        &accept_key,
+        protocol.as_deref(),
+        extensions.as_deref(),
+    ))
 }
 
 fn refuse(
@@ -336,7 +341,7 @@ fn refuse(
             reject.close_code(),
             reject.description(),
         );
-        return switching_protocols(key, protocol);
+        return switching_protocols(key, protocol, None);
     }
     reject.response()
 }
@@ -361,7 +366,13 @@ fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> Response<Body> {
+/// The 101. `extensions` is the upstream's `permessage-deflate` answer,
+/// passed on (none: every offer declined).
+pub(crate) fn switching_protocols(
+    accept_key: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -372,6 +383,9 @@ pub(crate) fn switching_protocols(accept_key: &str, protocol: Option<&str>) -> R
     }
     if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, p);
+    }
+    if let Some(e) = extensions.and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, e);
     }
     resp
 }

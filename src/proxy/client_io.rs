@@ -34,6 +34,10 @@ where
     loop {
         // Consume every complete frame already buffered.
         while let Some(h) = frame::parse(&buf).map_err(|_| ClientIoError::Protocol)? {
+            // Compression is never agreed before authentication.
+            if h.rsv1 {
+                return Err(ClientIoError::Protocol);
+            }
             let total = h.len + h.payload_len as usize;
             if h.payload_len as usize > MAX_AUTH_MESSAGE {
                 return Err(ClientIoError::TooLarge);

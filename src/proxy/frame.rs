@@ -26,6 +26,9 @@ pub struct Header {
     pub payload_len: u64,
     /// Bytes taken by the header itself.
     pub len: usize,
+    /// RSV1: a compressed message (`permessage-deflate`); whether it is
+    /// allowed here is the caller's decision.
+    pub rsv1: bool,
 }
 
 impl Header {
@@ -53,9 +56,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<Header>, FrameError> {
         return Ok(None);
     };
     let fin = b0 & 0x80 != 0;
-    if b0 & 0x70 != 0 {
+    // RSV2 and RSV3 belong to no extension the gateway ever agrees to.
+    if b0 & 0x30 != 0 {
         return Err(FrameError::Reserved);
     }
+    let rsv1 = b0 & 0x40 != 0;
     let opcode = b0 & 0x0F;
     if !matches!(
         opcode,
@@ -104,8 +109,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Header>, FrameError> {
         mask,
         payload_len,
         len,
+        rsv1,
     };
-    if header.is_control() && (!fin || payload_len > 125) {
+    if header.is_control() && (!fin || payload_len > 125 || rsv1) {
         return Err(FrameError::Control);
     }
     Ok(Some(header))

@@ -36,6 +36,8 @@ pub struct PumpSettings {
     pub close_on_expiry: bool,
     pub idle_timeout: Option<Duration>,
     pub max_message_size: usize,
+    /// `permessage-deflate` agreed: compressed frames pass unchanged.
+    pub deflate: bool,
 }
 
 /// Relays a session until it ends; returns why.
@@ -66,7 +68,8 @@ where
         settings.max_message_size as u64,
         interceptor,
         acct,
-    );
+    )
+    .with_deflate(settings.deflate);
     let reason = loop {
         // Once one side has closed, the other has a bounded time to answer.
         let half_closed = relay.first_close();

@@ -71,6 +71,7 @@ pub async fn run<C>(
         close_on_expiry: route.cfg.session.close_on_expiry,
         idle_timeout: route.cfg.session.idle_timeout,
         max_message_size: route.cfg.session.max_message_size,
+        deflate: connected.extensions.is_some(),
     };
     // Shutdown may have begun closing sessions while this one was being
     // set up (see `Drain::close_sessions`).

@@ -212,6 +212,9 @@ class EchoUpstream:
             "127.0.0.1",
             0,
             select_subprotocol=self._select_subprotocol,
+            # Compressed random data is a little larger than the message:
+            # the 1 MiB tests need room above the library's 1 MiB default.
+            max_size=16 * 1024 * 1024,
         )
         self.port = self.server.socket.getsockname()[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -82,8 +82,11 @@ def browser(tmp_path_factory):
     b.close()
 
 
-def visit(browser, page_server, gateway, path, protocols=None, first=None, message="hello from the page"):
+def visit(browser, page_server, gateway, path, protocols=None, first=None, message="hello from the page",
+          repeat=None):
     params = {"url": gateway.ws_url(path), "message": message}
+    if repeat is not None:
+        params["repeat"] = repeat
     if protocols is not None:
         params["protocols"] = protocols
     if first is not None:
@@ -181,3 +184,24 @@ def test_close_rule_failure_4403(browser, page_server, gateway):
     assert r["opened"], r
     assert r["code"] == 4403
     assert r["reason"]
+
+
+def test_compression_is_negotiated_end_to_end(browser, page_server, gateway, upstreams):
+    # Chromium always offers permessage-deflate; a route that lets frames
+    # through untouched passes the offer on, and the upstream's answer back.
+    r = visit(browser, page_server, gateway, "/sub", ["bearer", token(), "chat.v1"],
+              message="a compressible line of chat text. ", repeat=3000)
+    assert r["opened"], r
+    assert r["extensions"].startswith("permessage-deflate"), r
+    assert r["echoMatches"] is True, r
+    offered = dict((k.lower(), v) for k, v in upstreams[0].last()["headers"])
+    assert offered["sec-websocket-extensions"].startswith("permessage-deflate")
+
+
+def test_compression_is_declined_where_the_gateway_reads_messages(browser, page_server, gateway):
+    # first_message: the gateway reads the first message, so it declines.
+    r = visit(browser, page_server, gateway, "/first", ["jwt"],
+              first=json.dumps({"jwt": token()}), message="x" * 100, repeat=1000)
+    assert r["opened"], r
+    assert r["extensions"] == ""
+    assert r["echoMatches"] is True, r

@@ -73,7 +73,8 @@ def test_upstream_lost_without_close_frame_1014(gateway):
 
 
 def test_message_above_max_size_1009(gateway, echo):
-    with harness.open_ws(gateway.ws_url("/small")) as ws:
+    # Uncompressed, so the wire size is the message size (see below).
+    with harness.open_ws(gateway.ws_url("/small"), compression=None) as ws:
         ws.send("a" * 1000)
         assert ws.recv(timeout=10) == "a" * 1000
         ws.send("b" * 2048)
@@ -81,3 +82,15 @@ def test_message_above_max_size_1009(gateway, echo):
     assert code == 1009
     harness.wait_for(lambda: echo.closes, what="the upstream to be closed")
     assert echo.closes[-1][0] == 1001
+
+
+def test_max_message_size_counts_wire_bytes_of_compressed_messages(gateway):
+    """With permessage-deflate agreed end to end the gateway never inflates:
+    `max_message_size` (1 KiB here) is what crosses the wire."""
+    with harness.open_ws(gateway.ws_url("/small")) as ws:
+        assert ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+        ws.send("b" * 4096)  # a few dozen bytes once compressed
+        assert ws.recv(timeout=10) == "b" * 4096
+        ws.send(os.urandom(2048))  # incompressible: above 1 KiB on the wire
+        code, _ = harness.closed_with(ws)
+    assert code == 1009

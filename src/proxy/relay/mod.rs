@@ -112,6 +112,14 @@ where
         }
     }
 
+    /// Lets compressed messages (RSV1) through both ways: `permessage-deflate`
+    /// was agreed end to end.
+    pub fn with_deflate(mut self, on: bool) -> Self {
+        self.c2u.deflate = on;
+        self.u2c.deflate = on;
+        self
+    }
+
     /// The first close frame seen, if any, and who sent it.
     pub fn first_close(&self) -> Option<(Side, CloseFrame)> {
         let by = self.first_closer?;

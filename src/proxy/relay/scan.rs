@@ -30,6 +30,9 @@ pub(super) enum HeldKind {
 #[derive(Default)]
 pub(super) struct Dir {
     pub(super) from_client: bool,
+    /// `permessage-deflate` was agreed: a data message's first frame may
+    /// carry RSV1 (RFC 7692 §6); the frames pass on as they are.
+    pub(super) deflate: bool,
     /// Header bytes split across reads, not yet passed on.
     pub(super) partial: [u8; frame::MAX_HEADER],
     pub(super) partial_len: usize,
@@ -239,6 +242,12 @@ impl Dir {
         let in_input = header.len - have;
         self.partial_len = 0;
         if header.mask.is_some() != self.from_client {
+            self.event = Some(self.protocol_error());
+            return input.len();
+        }
+        // RSV1 marks a compressed message: only on a message's first frame,
+        // and only when compression was agreed.
+        if header.rsv1 && !(self.deflate && matches!(header.opcode, OP_TEXT | OP_BINARY)) {
             self.event = Some(self.protocol_error());
             return input.len();
         }

@@ -552,3 +552,43 @@ async fn fragmented_text_not_for_the_gateway_passes_unchanged() {
     let got = drive(&mut relay, read_exactly(&mut upstream, first.len())).await;
     assert_eq!(got, first);
 }
+
+/// A frame with RSV1 set (a compressed message's first frame, RFC 7692).
+fn with_rsv1(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[0] |= 0x40;
+    frame
+}
+
+#[test]
+fn rsv1_passes_only_where_compression_was_agreed() {
+    let mask = Some([1, 2, 3, 4]);
+    let first = with_rsv1(fragment(OP_TEXT, b"compressed", mask));
+    // Not agreed: RSV1 is a protocol error.
+    let mut dir = Dir::new(true);
+    scan_in_chunks(&mut dir, &first, &[], u64::MAX);
+    assert!(dir.event.is_some());
+
+    // Agreed: the first frame of a message passes unchanged, byte for byte.
+    let mut dir = Dir::new(true);
+    dir.deflate = true;
+    let mut input = first.clone();
+    input.extend_from_slice(&encode(OP_CONTINUATION, b"tail", mask));
+    let got = scan_in_chunks(&mut dir, &input, &[3], u64::MAX);
+    assert!(dir.event.is_none(), "{:?}", dir.event);
+    assert_eq!(got, input);
+
+    // Never on a continuation frame or a control frame, agreed or not.
+    for bad in [
+        {
+            let mut v = fragment(OP_TEXT, b"a", mask);
+            v.extend_from_slice(&with_rsv1(encode(OP_CONTINUATION, b"b", mask).to_vec()));
+            v
+        },
+        with_rsv1(encode(OP_PING, b"p", mask).to_vec()),
+    ] {
+        let mut dir = Dir::new(true);
+        dir.deflate = true;
+        scan_in_chunks(&mut dir, &bad, &[], u64::MAX);
+        assert!(dir.event.is_some());
+    }
+}
