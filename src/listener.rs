@@ -102,6 +102,7 @@ async fn accept(listener: &TcpListener) -> io::Result<(std::net::TcpStream, Sock
 fn into_tokio(tcp: std::net::TcpStream) -> io::Result<TcpStream> {
     let tcp = TcpStream::from_std(tcp)?;
     let _ = tcp.set_nodelay(true);
+    crate::io::tcp_keepalive(&tcp);
     Ok(tcp)
 }
 

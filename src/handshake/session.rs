@@ -105,11 +105,7 @@ pub(crate) async fn run<C>(
     let handle = Arc::clone(guard.handle());
     let metrics = gw.metrics.for_session(&route.id);
     metrics.active.inc();
-    let settings = PumpSettings {
-        close_on_expiry: route.cfg.session.close_on_expiry,
-        idle_timeout: route.cfg.session.idle_timeout,
-        max_message_size: route.cfg.session.max_message_size,
-    };
+    let settings = PumpSettings::from_route(&route.cfg.session);
     let refresher = route.cfg.session.refresh.then(|| {
         Refresher::new(
             Arc::clone(gw),

@@ -1,6 +1,5 @@
 //! The relay against in-memory pipes: what each side receives, byte for byte.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -16,7 +15,7 @@ const MASK: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
 struct Fixture {
     metrics: SessionMetrics,
     tally: Tally,
-    last: AtomicU64,
+    activity: Activity,
 }
 
 impl Fixture {
@@ -24,7 +23,7 @@ impl Fixture {
         Self {
             metrics: Metrics::new().for_session("t"),
             tally: Tally::default(),
-            last: AtomicU64::new(0),
+            activity: Activity::default(),
         }
     }
 
@@ -43,7 +42,7 @@ impl Fixture {
         let acct = Accounting {
             metrics: &self.metrics,
             tally: &self.tally,
-            last_activity: &self.last,
+            activity: &self.activity,
             start: Instant::now(),
         };
         (Relay::new(c_near, u_near, max, icpt, acct), c_far, u_far)
@@ -139,6 +138,7 @@ async fn oversized_message_never_reaches_the_upstream() {
             Duration::from_millis(200),
         )
         .await;
+    drop(relay);
     let mut got = Vec::new();
     upstream.read_to_end(&mut got).await.unwrap();
     // The small message, then the gateway's close: nothing of the big one.
@@ -187,6 +187,7 @@ async fn close_waits_for_the_frame_in_flight() {
         )
         .await;
     let _upstream = writer.await.unwrap();
+    drop(relay);
     let mut got = Vec::new();
     client.read_to_end(&mut got).await.unwrap();
     let expected_close = close(4401, "token expired", None);
@@ -212,6 +213,7 @@ async fn upstream_dying_mid_frame_leaves_no_torn_frame() {
             Duration::from_millis(200),
         )
         .await;
+    drop(relay);
     let mut got = Vec::new();
     client.read_to_end(&mut got).await.unwrap();
     assert_eq!(&got[..], &close(1014, "upstream connection lost", None)[..]);
@@ -551,4 +553,32 @@ async fn fragmented_text_not_for_the_gateway_passes_unchanged() {
     client.write_all(&first).await.unwrap();
     let got = drive(&mut relay, read_exactly(&mut upstream, first.len())).await;
     assert_eq!(got, first);
+}
+
+#[tokio::test]
+async fn each_side_is_shut_down_once_its_close_is_answered() {
+    let fx = Fixture::new();
+    let (mut relay, mut client, _upstream) = fx.relay(1 << 20, None);
+    let to_client = close(4403, "session terminated", None);
+    // The upstream never answers its close: the client, which does, must
+    // still see its connection end at once, not when the wait runs out.
+    let client_side = async {
+        let got = read_exactly(&mut client, to_client.len()).await;
+        assert_eq!(got, &to_client[..]);
+        client
+            .write_all(&close(4403, "", MASK))
+            .await
+            .expect("answer");
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("EOF");
+        rest
+    };
+    tokio::select! {
+        _ = relay.finish(
+            Some(CloseFrame::new(4403, "session terminated")),
+            Some(CloseFrame::new(1001, "")),
+            Duration::from_secs(30),
+        ) => panic!("finish waited for the upstream before closing the client"),
+        rest = client_side => assert!(rest.is_empty(), "{rest:?}"),
+    }
 }
