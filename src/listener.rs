@@ -173,6 +173,7 @@ fn with_forwarded(gw: &Gateway, info: &ConnInfo, headers: &http::HeaderMap) -> C
 fn into_tokio(tcp: std::net::TcpStream) -> io::Result<TcpStream> {
     let tcp = TcpStream::from_std(tcp)?;
     let _ = tcp.set_nodelay(true);
+    crate::io::tcp_keepalive(&tcp);
     Ok(tcp)
 }
 

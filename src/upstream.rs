@@ -261,6 +261,7 @@ impl Upstreams {
                     },
                 })?;
             let _ = tcp.set_nodelay(true);
+            crate::io::tcp_keepalive(&tcp);
             let mut io = match (&self.tls, url.tls) {
                 (Some(connector), true) => {
                     let server_name = rustls::pki_types::ServerName::try_from(url.host.clone())

@@ -9,11 +9,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
 
 fn bearer(sub: &str) -> String {
     format!("Bearer {}", token(sub, json!({})))
@@ -225,4 +227,231 @@ async fn a_refresh_sent_in_fragments_is_taken_by_the_gateway() {
             .any(|m| m.to_text().is_ok_and(|t| t.contains("wsgate.refresh"))),
         "the refresh reached the upstream: {seen:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Closes within a second
+// ---------------------------------------------------------------------------
+
+/// Reads until the gateway's close frame; answers it when `answer`; then
+/// returns the close code and how long the TCP connection stayed open after
+/// the close frame arrived (until EOF).
+async fn close_then_eof(ws: &mut RawWs, answer: bool) -> (u16, Duration) {
+    let code = loop {
+        match ws.read_frame().await {
+            Some((0x8, p)) if p.len() >= 2 => break u16::from_be_bytes([p[0], p[1]]),
+            Some((0x8, _)) => break 1005,
+            Some(_) => continue,
+            None => panic!("connection ended without a close frame"),
+        }
+    };
+    let closed = Instant::now();
+    if answer {
+        ws.send_close(code, "").await;
+    }
+    while ws.read_frame().await.is_some() {}
+    (code, closed.elapsed())
+}
+
+/// A peer that never answers is cut off 1 s after the close (a loaded
+/// machine gets half a second more).
+const UNANSWERED: Duration = Duration::from_millis(1500);
+/// A peer that answers sees EOF right away: well before the 1 s fallback.
+const ANSWERED: Duration = Duration::from_millis(700);
+
+async fn kill_session(gw: &Gateway, sub: &str) {
+    let r = gw.admin("GET", "/admin/sessions", None).await;
+    let list: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let id = list
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["sub"] == sub))
+        .map(|s| match &s["id"] {
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        })
+        .unwrap_or_else(|| panic!("no session of {sub}: {}", r.body));
+    let r = gw
+        .admin("DELETE", &format!("/admin/sessions/{id}"), None)
+        .await;
+    assert_eq!(r.status, 204, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_close_refusals_close_tcp_within_a_second() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), "    reject: close\n", ""));
+    for answer in [false, true] {
+        let mut ws = RawWs::connect(gw.addr(), "/echo", &[]).await;
+        let (code, open) = close_then_eof(&mut ws, answer).await;
+        assert_eq!(code, 4401);
+        let bound = if answer { ANSWERED } else { UNANSWERED };
+        assert!(
+            open < bound,
+            "answer={answer}: TCP open {open:?} after the close"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_message_timeout_closes_tcp_within_a_second() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&format!(
+        "{}limits:\n  auth_timeout: 300ms\n",
+        config(&up.url(), "    token_sources: [first_message]\n", "")
+    ));
+    for answer in [false, true] {
+        let mut ws = RawWs::connect(gw.addr(), "/echo", &[]).await;
+        let (code, open) = close_then_eof(&mut ws, answer).await;
+        assert_eq!(code, 4408);
+        let bound = if answer { ANSWERED } else { UNANSWERED };
+        assert!(
+            open < bound,
+            "answer={answer}: TCP open {open:?} after the close"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_end_closes_tcp_within_a_second() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), "", ""));
+    for answer in [false, true] {
+        let mut ws = raw_client(&gw, "/echo").await;
+        ws.send_text("x").await;
+        assert_eq!(ws.next_text().await, "x");
+        kill_session(&gw, "alice").await;
+        let (code, open) = close_then_eof(&mut ws, answer).await;
+        assert_eq!(code, 4403);
+        let bound = if answer { ANSWERED } else { UNANSWERED };
+        assert!(
+            open < bound,
+            "answer={answer}: TCP open {open:?} after the close"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_close_frame_fails_with_1002_and_closes_tcp() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), "", ""));
+    let mut ws = raw_client(&gw, "/echo").await;
+    // Autobahn 7.3.6: a close frame with a 126-byte payload.
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(&[b'a'; 124]);
+    ws.send_frame(0x88, &payload).await;
+    let (code, open) = close_then_eof(&mut ws, false).await;
+    assert_eq!(code, 1002);
+    assert!(open < UNANSWERED, "TCP open {open:?} after the close");
+    assert_eq!(up.close_of(0).await.0, 1001);
+}
+
+// ---------------------------------------------------------------------------
+// Keepalive and idle
+// ---------------------------------------------------------------------------
+
+fn keepalive(interval: &str, timeout: &str) -> String {
+    format!("    session:\n      ping_interval: {interval}\n      ping_timeout: {timeout}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_answers_pings_is_closed_1011() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), &keepalive("500ms", "1s"), ""));
+    let mut ws = raw_client(&gw, "/echo").await;
+    ws.send_text("x").await;
+    assert_eq!(ws.next_text().await, "x");
+    // Reads (so the close can arrive) but never answers a ping.
+    let mut pings = 0;
+    let (code, reason) = loop {
+        match ws.read_frame().await {
+            Some((0x9, _)) => pings += 1,
+            Some((0x8, p)) if p.len() >= 2 => {
+                break (
+                    u16::from_be_bytes([p[0], p[1]]),
+                    String::from_utf8_lossy(&p[2..]).to_string(),
+                )
+            }
+            Some(_) => continue,
+            None => panic!("connection ended without a close frame"),
+        }
+    };
+    assert_eq!((code, reason.as_str()), (1011, "peer unresponsive"));
+    assert_eq!(pings, 1, "one ping, then the timeout");
+    assert_eq!(up.close_of(0).await.0, 1001);
+    assert!(
+        gw.wait_for_log("reason=\"unresponsive\"", WAIT).await,
+        "{}",
+        gw.logs().join("\n")
+    );
+    let metrics = http_request(
+        gw.admin.expect("admin"),
+        "GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("metrics");
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("wsgate_session_closes_total")
+                && l.contains("reason=\"unresponsive\"")
+                && l.ends_with(" 1")),
+        "{}",
+        metrics.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answering_client_survives_many_ping_intervals() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), &keepalive("300ms", "1s"), ""));
+    let mut ws = ws_bearer(&gw.ws_url("/echo"), &token("alice", json!({}))).await;
+    roundtrip(&mut ws, "x").await;
+    // tungstenite answers each ping as it reads on: wait for five of them.
+    let mut pings = 0;
+    while pings < 5 {
+        match next_msg(&mut ws).await {
+            Some(Message::Ping(_)) => pings += 1,
+            Some(_) => {}
+            None => panic!("closed after {pings} pings"),
+        }
+    }
+    roundtrip(&mut ws, "still here").await;
+    // The client's pongs answered the gateway: none reached the upstream.
+    let seen = up.conn(0).await.received;
+    assert!(
+        !seen.iter().any(|m| matches!(m, Message::Pong(_))),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_only_pings_is_not_idle() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(
+        &up.url(),
+        "    session:\n      idle_timeout: 1500ms\n      ping_interval: 0\n",
+        "",
+    ));
+    let mut ws = raw_client(&gw, "/echo").await;
+    ws.send_text("x").await;
+    assert_eq!(ws.next_text().await, "x");
+    // Pings every 500 ms for well over the idle timeout; each is answered.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(4000) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ws.send_frame(0x89, b"are you there").await;
+        loop {
+            match ws.read_frame().await {
+                Some((0xA, p)) if p == b"are you there" => break,
+                Some((0x8, p)) => panic!("closed after {:?}: {p:?}", started.elapsed()),
+                Some(_) => continue,
+                None => panic!("connection ended"),
+            }
+        }
+    }
+    ws.send_text("alive").await;
+    assert_eq!(ws.next_text().await, "alive");
+    // Then silence: the idle timeout applies.
+    assert_eq!(ws.expect_close().await.0, 1001);
 }

@@ -288,6 +288,10 @@ pub struct SessionConfig {
     pub refresh: bool,
     pub idle_timeout: Option<Duration>,
     pub max_message_size: usize,
+    /// Keepalive: a leg silent this long is pinged; `None` (`0`) disables.
+    pub ping_interval: Option<Duration>,
+    /// Keepalive: how long a pinged leg has to send any frame back.
+    pub ping_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default)]

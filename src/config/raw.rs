@@ -173,6 +173,8 @@ pub struct RawSession {
     pub refresh: Option<bool>,
     pub idle_timeout: Option<Scalar>,
     pub max_message_size: Option<Scalar>,
+    pub ping_interval: Option<Scalar>,
+    pub ping_timeout: Option<Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! against the route's own path parameters and the declared issuers.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use http::HeaderName;
 
@@ -397,13 +398,31 @@ fn session(cx: &mut Ctx, raw: Option<&RawSession>, path: FieldPath) -> SessionCo
     if max_message_size == 0 {
         cx.err(path.key("max_message_size"), "must be at least 1 byte");
     }
+    let ping_interval = raw
+        .and_then(|s| cx.opt_duration(&s.ping_interval, path.key("ping_interval")))
+        .unwrap_or(DEFAULT_PING_INTERVAL);
+    let ping_timeout = raw
+        .and_then(|s| cx.opt_duration(&s.ping_timeout, path.key("ping_timeout")))
+        .unwrap_or(DEFAULT_PING_TIMEOUT);
+    if ping_timeout.is_zero() {
+        cx.err(
+            path.key("ping_timeout"),
+            "must be longer than 0; set ping_interval: 0 to disable keepalive pings",
+        );
+    }
     SessionConfig {
         close_on_expiry: raw.and_then(|s| s.close_on_expiry).unwrap_or(true),
         refresh: raw.and_then(|s| s.refresh).unwrap_or(false),
         idle_timeout,
         max_message_size,
+        ping_interval: (!ping_interval.is_zero()).then_some(ping_interval),
+        ping_timeout,
     }
 }
+
+/// Contract, "Lifecycle": keepalive defaults.
+const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> RouteLimits {
     let Some(raw) = raw else {

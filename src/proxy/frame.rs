@@ -243,7 +243,12 @@ mod tests {
 
     #[test]
     fn protocol_errors() {
-        assert_eq!(parse(&[0xC1, 0x00]), Err(FrameError::Reserved));
+        // RSV2/RSV3: no extension uses them; RSV1 is reported for the
+        // caller to judge (`permessage-deflate`), except on control frames.
+        assert_eq!(parse(&[0xA1, 0x00]), Err(FrameError::Reserved));
+        assert_eq!(parse(&[0x91, 0x00]), Err(FrameError::Reserved));
+        assert!(parse(&[0xC1, 0x00]).is_ok_and(|h| h.is_some_and(|h| h.rsv1)));
+        assert_eq!(parse(&[0xC9, 0x00]), Err(FrameError::Control));
         assert_eq!(parse(&[0x83, 0x00]), Err(FrameError::Opcode));
         assert_eq!(parse(&[0x09, 0x00]), Err(FrameError::Control));
         assert_eq!(parse(&[0x89, 126, 0, 200]), Err(FrameError::Control));

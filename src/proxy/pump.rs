@@ -1,34 +1,57 @@
 //! The session pump: relays a session until it ends and decides why it
 //! ended: either side closing, a lost connection, an oversized message, the
-//! token's expiry, a kill (revocation, admin, reload, shutdown) or idleness.
+//! token's expiry, a kill (revocation, admin, reload, shutdown), idleness or
+//! a peer that stopped answering keepalive pings.
 //!
 //! # Lifecycle
 //!
 //! 1. [`super::relay::Relay`] passes frames both ways unchanged. The pump
 //!    races it against [`control`], which waits for the session's deadlines
-//!    and its cancellation token: one task per session, no polling loop, no
-//!    cost while idle.
+//!    and its cancellation token: one task per session, one timer (the
+//!    earliest deadline), no polling loop, no cost while idle.
 //! 2. A close frame from either side is passed on and the other side's answer
-//!    is awaited (bounded); the close handshake completes end to end.
+//!    is awaited (at most [`CLOSE_HANDSHAKE_WAIT`]).
 //! 3. Any other end goes through [`super::relay::Relay::finish`], which sends
 //!    each side what the contract's session table ([`CloseReason`]) says,
 //!    between frames, and lets both close handshakes complete (bounded).
 //!
 //! Refresh frames taken out by the relay are answered here, between relay
-//! steps, so the relay itself never awaits anything but I/O.
+//! steps, and keepalive pings are sent from here, so the relay itself never
+//! awaits anything but I/O.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, Instant};
 
-use super::relay::{Accounting, Event, Interceptor, Relay, Tally};
+use super::relay::{Accounting, Activity, Event, Interceptor, Relay, Tally};
+use crate::config::model::SessionConfig;
 use crate::metrics::SessionMetrics;
 use crate::session::{unix_now_ms, CloseFrame, CloseReason, SessionHandle, Side};
 
-/// How long the pump waits for each side to answer a close frame.
-const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(3);
+/// How long the pump waits for a side to answer a close frame before it
+/// drops the connection (contract, "Lifecycle": at most 1 s).
+pub const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// Wall-clock time for the session timers. A token's `exp` is wall-clock
+/// time, so expiry is judged by it (the monotonic timer only decides when to
+/// look); tests substitute a clock that follows paused tokio time.
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Unix time in milliseconds.
+    fn unix_ms(&self) -> i64;
+}
+
+/// The system's clock.
+#[derive(Debug)]
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn unix_ms(&self) -> i64 {
+        unix_now_ms()
+    }
+}
 
 /// Per-session knobs taken from the route.
 #[derive(Debug, Clone)]
@@ -38,6 +61,25 @@ pub struct PumpSettings {
     pub max_message_size: usize,
     /// `permessage-deflate` agreed: compressed frames pass unchanged.
     pub deflate: bool,
+    /// Keepalive: a leg silent this long is pinged (`None`: never).
+    pub ping_interval: Option<Duration>,
+    /// Keepalive: how long a pinged leg has to send any frame back.
+    pub ping_timeout: Duration,
+    pub clock: Arc<dyn WallClock>,
+}
+
+impl PumpSettings {
+    pub fn from_route(s: &SessionConfig) -> Self {
+        Self {
+            close_on_expiry: s.close_on_expiry,
+            idle_timeout: s.idle_timeout,
+            max_message_size: s.max_message_size,
+            ping_interval: s.ping_interval,
+            ping_timeout: s.ping_timeout,
+            clock: Arc::new(SystemClock),
+            deflate: false,
+        }
+    }
 }
 
 /// Relays a session until it ends; returns why.
@@ -55,11 +97,11 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let start = Instant::now();
-    let last_activity = AtomicU64::new(0);
+    let activity = Activity::default();
     let acct = Accounting {
         metrics,
         tally,
-        last_activity: &last_activity,
+        activity: &activity,
         start,
     };
     let mut relay = Relay::new(
@@ -70,6 +112,14 @@ where
         acct,
     )
     .with_deflate(settings.deflate);
+    let timers = Timers {
+        session,
+        settings,
+        activity: &activity,
+        start,
+    };
+    // When each leg was last pinged (milliseconds since `start`).
+    let mut pinged: [Option<u64>; 2] = [None, None];
     let reason = loop {
         // Once one side has closed, the other has a bounded time to answer.
         let half_closed = relay.first_close();
@@ -78,10 +128,16 @@ where
             .map(|_| Instant::now() + CLOSE_HANDSHAKE_WAIT);
         let event = tokio::select! {
             ev = relay.run() => ev,
-            r = control(session, settings, &last_activity, start, answer_by) => match r {
+            r = control(&timers, answer_by, pinged) => match r {
                 Control::End(r) => break r,
+                Control::Ping(side) => {
+                    relay.send_ping(side);
+                    pinged[side as usize] = Some(timers.ms_now());
+                    continue;
+                }
                 Control::NoAnswer => {
                     let (by, frame) = half_closed.unwrap_or((Side::Client, CloseFrame::no_status()));
+                    relay.give_up_on(by.other());
                     break CloseReason::Peer { by, frame };
                 }
             },
@@ -144,75 +200,103 @@ where
 }
 
 /// What ended [`control`]'s wait.
+#[derive(Debug, PartialEq, Eq)]
 enum Control {
     End(CloseReason),
     /// The side asked to close did not answer in time.
     NoAnswer,
+    /// A leg has been silent for `ping_interval`: ping it.
+    Ping(Side),
+}
+
+/// What the session's timers look at.
+struct Timers<'a> {
+    session: &'a SessionHandle,
+    settings: &'a PumpSettings,
+    activity: &'a Activity,
+    start: Instant,
+}
+
+impl Timers<'_> {
+    fn ms_now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn at_ms(&self, ms: u64) -> Instant {
+        later(self.start, Duration::from_millis(ms))
+    }
+
+    /// The next keepalive deadline of `side` and what is due then.
+    fn keepalive(&self, side: Side, pinged: Option<u64>) -> Option<(Instant, Control)> {
+        let interval = self.settings.ping_interval?;
+        let heard = self.activity.heard_from(side).load(Ordering::Relaxed);
+        Some(match pinged {
+            // Pinged and nothing heard since: it has `ping_timeout` to answer.
+            Some(p) if heard < p => (
+                later(self.at_ms(p), self.settings.ping_timeout),
+                Control::End(CloseReason::Unresponsive),
+            ),
+            _ => (later(self.at_ms(heard), interval), Control::Ping(side)),
+        })
+    }
 }
 
 /// Waits for the first control event: kill (revocation, admin, reload,
-/// shutdown), token expiry, or idleness; or, once a side has asked to close,
-/// only for the other side's answer deadline (`answer_by`). Costs nothing
-/// while nothing happens: one timer (the earliest deadline) and the
+/// shutdown), token expiry, idleness or keepalive; or, once a side has asked
+/// to close, only for the other side's answer deadline (`answer_by`). Costs
+/// nothing while nothing happens: one timer (the earliest deadline) and the
 /// session's notifications, no polling loop. One timer rather than one per
-/// deadline keeps every idle session smaller.
-async fn control(
-    session: &SessionHandle,
-    settings: &PumpSettings,
-    last_activity: &AtomicU64,
-    start: Instant,
-    answer_by: Option<Instant>,
-) -> Control {
+/// deadline keeps every idle session smaller. Every deadline is judged
+/// afresh after each wake-up, since traffic moves them without waking it.
+async fn control(t: &Timers<'_>, answer_by: Option<Instant>, pinged: [Option<u64>; 2]) -> Control {
     if let Some(at) = answer_by {
         sleep_until(at).await;
         return Control::NoAnswer;
     }
+    let settings = t.settings;
     loop {
         // Created before reading the deadline, so a refresh in between wakes us.
-        let moved = session.deadline_moved();
-        let expiry = settings
-            .close_on_expiry
-            .then(|| session.expires_at())
-            .flatten()
-            .map(|exp| {
-                let left_ms = exp
-                    .saturating_mul(1000)
-                    .saturating_sub(unix_now_ms())
-                    .max(0) as u64;
-                later(Instant::now(), Duration::from_millis(left_ms))
-            });
-        let idle_at = settings.idle_timeout.map(|t| {
-            let last = later(
-                start,
-                Duration::from_millis(last_activity.load(Ordering::Relaxed)),
-            );
-            later(last, t)
-        });
-        let wake_at = match (expiry, idle_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let moved = t.session.deadline_moved();
+        let now = Instant::now();
+        let mut wake_at: Option<Instant> = None;
+        let mut consider = |at: Instant| {
+            wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
         };
+        if let Some(exp) = settings
+            .close_on_expiry
+            .then(|| t.session.expires_at())
+            .flatten()
+        {
+            // Wall clock, not the monotonic timer, decides: "never before exp".
+            let left_ms = exp
+                .saturating_mul(1000)
+                .saturating_sub(settings.clock.unix_ms());
+            if left_ms <= 0 {
+                return Control::End(CloseReason::Expired);
+            }
+            consider(later(now, Duration::from_millis(left_ms as u64)));
+        }
+        if let Some(timeout) = settings.idle_timeout.filter(|t| *t <= YEAR) {
+            let idle_at = later(t.at_ms(t.activity.relayed_ms()), timeout);
+            if idle_at <= now {
+                return Control::End(CloseReason::Idle);
+            }
+            consider(idle_at);
+        }
+        for side in [Side::Client, Side::Upstream] {
+            if let Some((at, due)) = t.keepalive(side, pinged[side as usize]) {
+                if at <= now {
+                    return due;
+                }
+                consider(at);
+            }
+        }
         tokio::select! {
-            _ = session.cancelled() => {
-                return Control::End(session.reason().unwrap_or(CloseReason::Shutdown));
+            _ = t.session.cancelled() => {
+                return Control::End(t.session.reason().unwrap_or(CloseReason::Shutdown));
             }
             _ = moved => {}
-            _ = sleep_until(wake_at.unwrap_or_else(far_future)), if wake_at.is_some() => {
-                // Wall clock, not the monotonic timer, decides: "never before exp".
-                if expiry.is_some() {
-                    if let Some(exp) = session.expires_at() {
-                        if unix_now_ms() >= exp.saturating_mul(1000) {
-                            return Control::End(CloseReason::Expired);
-                        }
-                    }
-                }
-                if let Some(t) = settings.idle_timeout {
-                    let last = later(start, Duration::from_millis(last_activity.load(Ordering::Relaxed)));
-                    if Instant::now() >= later(last, t) && t <= YEAR {
-                        return Control::End(CloseReason::Idle);
-                    }
-                }
-            }
+            _ = sleep_until(wake_at.unwrap_or_else(far_future)), if wake_at.is_some() => {}
         }
     }
 }
@@ -231,23 +315,4 @@ fn later(from: Instant, after: Duration) -> Instant {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absurd_deadlines_are_capped_not_overflowed() {
-        let now = Instant::now();
-        assert_eq!(later(now, Duration::from_secs(u64::MAX)), now + YEAR);
-        assert_eq!(
-            later(now, Duration::from_secs(5)),
-            now + Duration::from_secs(5)
-        );
-        // An `exp` near i64::MAX seconds must not overflow the millisecond maths.
-        let exp = i64::MAX / 2;
-        let left_ms = exp
-            .saturating_mul(1000)
-            .saturating_sub(unix_now_ms())
-            .max(0) as u64;
-        assert!(later(now, Duration::from_millis(left_ms)) <= now + YEAR);
-    }
-}
+mod tests;

@@ -68,10 +68,8 @@ pub async fn run<C>(
     let metrics = gw.metrics.for_session(&route.id);
     metrics.active.inc();
     let settings = PumpSettings {
-        close_on_expiry: route.cfg.session.close_on_expiry,
-        idle_timeout: route.cfg.session.idle_timeout,
-        max_message_size: route.cfg.session.max_message_size,
         deflate: connected.extensions.is_some(),
+        ..PumpSettings::from_route(&route.cfg.session)
     };
     // Shutdown may have begun closing sessions while this one was being
     // set up (see `Drain::close_sessions`).

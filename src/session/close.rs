@@ -43,6 +43,8 @@ pub enum CloseReason {
     Policy,
     /// No frame either way for `idle_timeout`.
     Idle,
+    /// A pinged leg sent nothing back within `ping_timeout`.
+    Unresponsive,
     /// A message above `max_message_size`.
     TooBig,
     /// The gateway is shutting down.
@@ -93,6 +95,7 @@ impl CloseReason {
             CloseReason::Terminated => Some(CloseFrame::new(4403, "session terminated")),
             CloseReason::Policy => Some(CloseFrame::new(4403, "access revoked by policy")),
             CloseReason::Idle => Some(CloseFrame::new(GOING_AWAY, "idle timeout")),
+            CloseReason::Unresponsive => Some(CloseFrame::new(1011, "peer unresponsive")),
             CloseReason::TooBig => Some(CloseFrame::new(1009, "message too big")),
             CloseReason::Shutdown => Some(CloseFrame::new(GOING_AWAY, "gateway shutting down")),
         }
@@ -117,6 +120,7 @@ impl CloseReason {
             | CloseReason::Terminated
             | CloseReason::Policy
             | CloseReason::Idle
+            | CloseReason::Unresponsive
             | CloseReason::TooBig
             | CloseReason::Shutdown => Some(CloseFrame::new(GOING_AWAY, "")),
         }
@@ -139,6 +143,7 @@ impl CloseReason {
             CloseReason::Terminated => "terminated",
             CloseReason::Policy => "policy",
             CloseReason::Idle => "idle",
+            CloseReason::Unresponsive => "unresponsive",
             CloseReason::TooBig => "too_big",
             CloseReason::Shutdown => "shutdown",
         }
@@ -160,7 +165,7 @@ mod tests {
     /// One row per line of the CONTRACT's session table.
     #[test]
     fn contract_session_table() {
-        let rows: [Row; 11] = [
+        let rows: [Row; 12] = [
             (
                 CloseReason::Expired,
                 Some((4401, "token expired")),
@@ -210,6 +215,13 @@ mod tests {
                 "idle",
             ),
             (CloseReason::ClientLost, None, Some(1001), "client"),
+            // Lifecycle: keepalive.
+            (
+                CloseReason::Unresponsive,
+                Some((1011, "peer unresponsive")),
+                Some(1001),
+                "unresponsive",
+            ),
             // Headers and tokens: a malformed close (or frame) fails the
             // sender's connection with 1002; the other side hears 1001 / 1014.
             (

@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::frame::{self, OP_TEXT};
+use super::frame::{self, OP_PING, OP_TEXT};
 use crate::metrics::Direction;
 use crate::session::{CloseFrame, Side};
 use scan::Dir;
@@ -40,7 +40,7 @@ mod scan;
 mod tally;
 
 pub use intercept::Interceptor;
-pub use tally::{Accounting, Tally};
+pub use tally::{Accounting, Activity, Tally};
 
 /// One read's worth: large enough for a TLS record burst or a 16 KiB message.
 const SCRATCH: usize = 32 * 1024;
@@ -86,6 +86,9 @@ pub struct Relay<'a, C, U> {
     acct: Accounting<'a>,
     /// Which side sent the first close frame.
     first_closer: Option<Side>,
+    /// The payload of the gateway's keepalive pings, random per session so
+    /// a peer's own pongs are not mistaken for answers to them.
+    ping_payload: [u8; 8],
 }
 
 impl<'a, C, U> Relay<'a, C, U>
@@ -109,6 +112,7 @@ where
             interceptor,
             acct,
             first_closer: None,
+            ping_payload: rand::random(),
         }
     }
 
@@ -128,6 +132,27 @@ where
             Side::Upstream => &self.u2c.close_seen,
         };
         seen.clone().map(|frame| (by, frame))
+    }
+
+    /// Pings `side` (keepalive), between frames. Its pong, matched by
+    /// payload, is taken out rather than passed on.
+    pub fn send_ping(&mut self, side: Side) {
+        let (to, from, mask) = match side {
+            Side::Client => (&mut self.u2c, &mut self.c2u, None),
+            Side::Upstream => (&mut self.c2u, &mut self.u2c, Some(frame::random_mask())),
+        };
+        to.inject
+            .extend_from_slice(&frame::encode(OP_PING, &self.ping_payload, mask));
+        from.await_pong = Some(self.ping_payload);
+    }
+
+    /// Stops reading `side`: it was asked to close and did not answer in
+    /// time, so [`Self::finish`] waits for nothing more from it.
+    pub fn give_up_on(&mut self, side: Side) {
+        match side {
+            Side::Client => self.c2u.stopped = true,
+            Side::Upstream => self.u2c.stopped = true,
+        }
     }
 
     /// A text message from the gateway to the client, sent between two
@@ -200,18 +225,35 @@ where
                 self.acct.tally.add_many(dir, d.msgs, d.bytes);
                 d.msgs = 0;
                 d.bytes = 0;
-                self.acct.last_activity.store(
-                    self.acct.start.elapsed().as_millis() as u64,
-                    Ordering::Relaxed,
-                );
+            }
+            if d.seen || d.active {
+                let now = self.acct.start.elapsed().as_millis() as u64;
+                let from = if d.from_client {
+                    Side::Client
+                } else {
+                    Side::Upstream
+                };
+                if d.seen {
+                    self.acct
+                        .activity
+                        .heard_from(from)
+                        .store(now, Ordering::Relaxed);
+                }
+                if d.active {
+                    self.acct.activity.relayed.store(now, Ordering::Relaxed);
+                }
+                d.seen = false;
+                d.active = false;
             }
         }
     }
 
     /// Ends the session: each side that has not had a close frame from the
     /// gateway gets one (`to_client` / `to_upstream`; `None` = that side is
-    /// gone), between frames; then both close handshakes may complete, bounded
-    /// by `wait`.
+    /// gone), between frames; then both close handshakes may complete. Each
+    /// side's connection is shut down as soon as its handshake is complete
+    /// (or nothing is owed either way), all within `wait`: the caller drops
+    /// both connections afterwards, whatever is left.
     pub async fn finish(
         &mut self,
         to_client: Option<CloseFrame>,
@@ -258,25 +300,42 @@ where
                 _ => {}
             }
         }
-        let _ = tokio::time::timeout(wait, std::future::poll_fn(|cx| self.poll_finish(cx))).await;
-        let _ = tokio::time::timeout(wait, async {
-            let _ = std::future::poll_fn(|cx| Pin::new(&mut self.client).poll_shutdown(cx)).await;
-            let _ = std::future::poll_fn(|cx| Pin::new(&mut self.upstream).poll_shutdown(cx)).await;
-        })
+        let mut shut = [false; 2];
+        let _ = tokio::time::timeout(
+            wait,
+            std::future::poll_fn(|cx| self.poll_finish(cx, &mut shut)),
+        )
         .await;
     }
 
-    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_finish(&mut self, cx: &mut Context<'_>, shut: &mut [bool; 2]) -> Poll<()> {
         // A frame in flight toward a side is completed before its close goes
         // out; then each side is read (and discarded) until its close reply.
         let _ = self.poll_dirs(cx, None);
-        let settled = |d: &Dir| {
-            (d.close_seen.is_some() || d.stopped || d.event.is_some())
-                && d.inject.is_empty()
-                && d.out.is_empty()
-                && !d.needs_flush
+        // A side is done once everything owed to it is written and it has
+        // nothing more to say: its close arrived, its reader ended, or it was
+        // never sent a close (so it owes no answer).
+        let done = |to: &Dir, from: &Dir| {
+            to.inject.is_empty()
+                && to.out.is_empty()
+                && !to.needs_flush
+                && (from.close_seen.is_some()
+                    || from.stopped
+                    || from.event.is_some()
+                    || !to.close_sent)
         };
-        if settled(&self.c2u) && settled(&self.u2c) {
+        let client_done = done(&self.u2c, &self.c2u);
+        let upstream_done = done(&self.c2u, &self.u2c);
+        // Shut each side down as soon as it is done, not when both are:
+        // a client waiting for the TCP close after its close frame must not
+        // wait for the upstream's answer.
+        if client_done && !shut[0] {
+            shut[0] = Pin::new(&mut self.client).poll_shutdown(cx).is_ready();
+        }
+        if upstream_done && !shut[1] {
+            shut[1] = Pin::new(&mut self.upstream).poll_shutdown(cx).is_ready();
+        }
+        if shut[0] && shut[1] {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -6,7 +6,7 @@
 //! message boundaries only, since RFC 6455 allows nothing but control
 //! frames between the fragments of a message.
 
-use super::super::frame::{self, Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT};
+use super::super::frame::{self, Header, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PONG, OP_TEXT};
 use super::{Event, Interceptor, HOLD_INCOMPLETE, MAX_INTERCEPTED};
 use crate::session::CloseFrame;
 
@@ -22,6 +22,8 @@ pub(super) struct Held {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum HeldKind {
     Close,
+    /// A pong that may answer the gateway's own ping.
+    Pong,
     Candidate,
     Data,
 }
@@ -67,6 +69,12 @@ pub(super) struct Dir {
     pub(super) event: Option<Event>,
     pub(super) msgs: u64,
     pub(super) bytes: u64,
+    /// A frame of any kind was read since the last accounting (keepalive).
+    pub(super) seen: bool,
+    /// A frame was passed on since the last accounting (idle timeout).
+    pub(super) active: bool,
+    /// The payload of the gateway's ping to the reading side, until its pong.
+    pub(super) await_pong: Option<[u8; 8]>,
 }
 
 /// The fragments of a client text message held so far: as they came (to
@@ -251,6 +259,9 @@ impl Dir {
             self.event = Some(self.protocol_error());
             return input.len();
         }
+        let maybe_ours = header.opcode == OP_PONG && self.await_pong.is_some();
+        self.seen = true;
+        self.active |= !maybe_ours;
         let is_data = matches!(header.opcode, OP_TEXT | OP_BINARY | OP_CONTINUATION);
         if is_data {
             let continuation = header.opcode == OP_CONTINUATION;
@@ -289,6 +300,8 @@ impl Dir {
         let incomplete = ((input.len() - body_start) as u64) < header.payload_len;
         let kind = if header.opcode == OP_CLOSE {
             Some(HeldKind::Close)
+        } else if maybe_ours && !self.discard {
+            Some(HeldKind::Pong)
         } else if candidate && !self.discard {
             Some(HeldKind::Candidate)
         } else if incomplete && !self.discard && header.payload_len <= HOLD_INCOMPLETE {
@@ -334,6 +347,17 @@ impl Dir {
         let mut payload = held.bytes[held.header.len..].to_vec();
         if let Some(mask) = held.header.mask {
             frame::unmask(&mut payload, mask, 0);
+        }
+        if held.kind == HeldKind::Pong {
+            if self.await_pong.is_some_and(|p| p[..] == payload[..]) {
+                // The answer to the gateway's keepalive ping: not the other
+                // side's business.
+                self.await_pong = None;
+                return;
+            }
+            self.active = true;
+            self.emit(input, &held.bytes, e);
+            return;
         }
         if held.kind == HeldKind::Close {
             // Only close frames are inspected: a malformed one fails the

@@ -1,6 +1,7 @@
 //! The relay against in-memory pipes: what each side receives, byte for byte.
+//! Close frames and ending are in `closes`, the gateway's own messages and
+//! interception in `messages`.
 
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -16,7 +17,7 @@ const MASK: Option<[u8; 4]> = Some([0x11, 0x22, 0x33, 0x44]);
 struct Fixture {
     metrics: SessionMetrics,
     tally: Tally,
-    last: AtomicU64,
+    activity: Activity,
 }
 
 impl Fixture {
@@ -24,7 +25,7 @@ impl Fixture {
         Self {
             metrics: Metrics::new().for_session("t"),
             tally: Tally::default(),
-            last: AtomicU64::new(0),
+            activity: Activity::default(),
         }
     }
 
@@ -43,7 +44,7 @@ impl Fixture {
         let acct = Accounting {
             metrics: &self.metrics,
             tally: &self.tally,
-            last_activity: &self.last,
+            activity: &self.activity,
             start: Instant::now(),
         };
         (Relay::new(c_near, u_near, max, icpt, acct), c_far, u_far)
@@ -139,6 +140,7 @@ async fn oversized_message_never_reaches_the_upstream() {
             Duration::from_millis(200),
         )
         .await;
+    drop(relay);
     let mut got = Vec::new();
     upstream.read_to_end(&mut got).await.unwrap();
     // The small message, then the gateway's close: nothing of the big one.
@@ -187,6 +189,7 @@ async fn close_waits_for_the_frame_in_flight() {
         )
         .await;
     let _upstream = writer.await.unwrap();
+    drop(relay);
     let mut got = Vec::new();
     client.read_to_end(&mut got).await.unwrap();
     let expected_close = close(4401, "token expired", None);
@@ -212,6 +215,7 @@ async fn upstream_dying_mid_frame_leaves_no_torn_frame() {
             Duration::from_millis(200),
         )
         .await;
+    drop(relay);
     let mut got = Vec::new();
     client.read_to_end(&mut got).await.unwrap();
     assert_eq!(&got[..], &close(1014, "upstream connection lost", None)[..]);
@@ -339,256 +343,5 @@ fn arbitrary_bytes_never_panic_the_scanner() {
     }
 }
 
-/// Close payloads a peer may not send (Autobahn 7.3.2, 7.5.1, 7.9.x).
-fn malformed_close_payloads() -> Vec<Vec<u8>> {
-    let mut bad = vec![vec![0x03]];
-    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
-        bad.push(code.to_be_bytes().to_vec());
-    }
-    // 1000 with a reason that is not UTF-8.
-    bad.push(vec![
-        0x03, 0xE8, 0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xED, 0xA0, 0x80,
-    ]);
-    bad
-}
-
-/// What the reason of a failed connection sends each side; the pump's
-/// mapping, repeated here so the relay test reads end to end.
-fn fail_both(reason: CloseReason) -> (Option<CloseFrame>, Option<CloseFrame>) {
-    (reason.to_client(), reason.to_upstream())
-}
-
-#[tokio::test]
-async fn malformed_client_close_fails_the_client_with_1002() {
-    for payload in malformed_close_payloads() {
-        let fx = Fixture::new();
-        let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
-        client
-            .write_all(&encode(OP_CLOSE, &payload, MASK))
-            .await
-            .unwrap();
-        assert_eq!(relay.run().await, Event::ClientProtocol, "{payload:?}");
-        let (to_client, to_upstream) = fail_both(CloseReason::ClientProtocol);
-        relay
-            .finish(to_client, to_upstream, Duration::from_millis(200))
-            .await;
-        drop(relay);
-        let mut down = Vec::new();
-        client.read_to_end(&mut down).await.unwrap();
-        assert_eq!(&down[..], &close(1002, "protocol error", None)[..]);
-        // The upstream never sees the malformed close, only the gateway's 1001.
-        let mut up = Vec::new();
-        upstream.read_to_end(&mut up).await.unwrap();
-        let h = frame::parse(&up).unwrap().unwrap();
-        assert_eq!(
-            (h.opcode, h.len + h.payload_len as usize),
-            (OP_CLOSE, up.len())
-        );
-        let mut body = up[h.len..].to_vec();
-        frame::unmask(&mut body, h.mask.expect("masked"), 0);
-        assert_eq!(frame::parse_close(&body), Ok(CloseFrame::new(1001, "")));
-    }
-}
-
-#[tokio::test]
-async fn malformed_upstream_close_fails_the_upstream_with_1002() {
-    for payload in malformed_close_payloads() {
-        let fx = Fixture::new();
-        let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
-        upstream
-            .write_all(&encode(OP_CLOSE, &payload, None))
-            .await
-            .unwrap();
-        assert_eq!(relay.run().await, Event::UpstreamProtocol, "{payload:?}");
-        let (to_client, to_upstream) = fail_both(CloseReason::UpstreamProtocol);
-        relay
-            .finish(to_client, to_upstream, Duration::from_millis(200))
-            .await;
-        drop(relay);
-        let mut down = Vec::new();
-        client.read_to_end(&mut down).await.unwrap();
-        assert_eq!(&down[..], &close(1014, "upstream protocol error", None)[..]);
-        let mut up = Vec::new();
-        upstream.read_to_end(&mut up).await.unwrap();
-        let h = frame::parse(&up).unwrap().unwrap();
-        let mut body = up[h.len..].to_vec();
-        frame::unmask(&mut body, h.mask.expect("masked"), 0);
-        assert_eq!(
-            frame::parse_close(&body),
-            Ok(CloseFrame::new(1002, "protocol error"))
-        );
-    }
-}
-
-#[tokio::test]
-async fn sendable_close_codes_pass_unchanged() {
-    // Autobahn 7.7.x: every assigned code (1012-1014 included) and the
-    // application ranges pass through, reason and all.
-    for code in [
-        1000u16, 1001, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999,
-    ] {
-        let fx = Fixture::new();
-        let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
-        let c_close = close(code, "κόσμε", MASK);
-        client.write_all(&c_close).await.unwrap();
-        let got = drive(&mut relay, read_exactly(&mut upstream, c_close.len())).await;
-        assert_eq!(got, &c_close[..], "{code}");
-        let u_close = close(code, "", None);
-        upstream.write_all(&u_close).await.unwrap();
-        assert_eq!(
-            relay.run().await,
-            Event::Closed {
-                by: Side::Client,
-                frame: CloseFrame::new(code, "κόσμε")
-            }
-        );
-    }
-}
-
-/// The relay's next event, within a bound (a test must fail, not hang).
-async fn next_event(relay: &mut Relay<'_, DuplexStream, DuplexStream>) -> Event {
-    tokio::time::timeout(Duration::from_secs(5), relay.run())
-        .await
-        .expect("the relay reports an event")
-}
-
-/// A frame with FIN cleared: the first or a middle fragment of a message.
-fn fragment(op: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-    let mut f = encode(op, payload, mask).to_vec();
-    f[0] &= 0x7F;
-    f
-}
-
-#[tokio::test]
-async fn gateway_messages_wait_for_the_end_of_an_upstream_message() {
-    let fx = Fixture::new();
-    let icpt = Echoer;
-    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, Some(&icpt));
-    let first = fragment(OP_TEXT, b"part one, ", None);
-    upstream.write_all(&first).await.unwrap();
-    drive(&mut relay, read_exactly(&mut client, first.len())).await;
-    // The answer is due while the upstream's message is unfinished ...
-    relay.send_to_client("answer");
-    let ping = encode(OP_PING, b"p", None);
-    upstream.write_all(&ping).await.unwrap();
-    let got = drive(&mut relay, read_exactly(&mut client, ping.len())).await;
-    assert_eq!(
-        got,
-        &ping[..],
-        "control frames still pass between fragments"
-    );
-    // ... and goes out right after its last fragment.
-    let last = encode(OP_CONTINUATION, b"part two", None);
-    upstream.write_all(&last).await.unwrap();
-    let answer = encode(OP_TEXT, b"answer", None);
-    let got = drive(
-        &mut relay,
-        read_exactly(&mut client, last.len() + answer.len()),
-    )
-    .await;
-    assert_eq!(&got[..last.len()], &last[..]);
-    assert_eq!(&got[last.len()..], &answer[..]);
-    // Between messages, an answer goes out at once.
-    relay.send_to_client("again");
-    let again = encode(OP_TEXT, b"again", None);
-    let got = drive(&mut relay, read_exactly(&mut client, again.len())).await;
-    assert_eq!(got, &again[..]);
-}
-
-#[tokio::test]
-async fn a_fragmented_gateway_message_is_taken_whole() {
-    let fx = Fixture::new();
-    let icpt = Echoer;
-    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, Some(&icpt));
-    let ping = encode(OP_PING, b"p", MASK);
-    let after = encode(OP_TEXT, b"app", MASK);
-    // Messages for the gateway are JSON objects.
-    let mut burst = fragment(OP_TEXT, b" {gw:", MASK);
-    burst.extend_from_slice(&ping);
-    burst.extend_from_slice(&fragment(OP_CONTINUATION, b"re", MASK));
-    burst.extend_from_slice(&encode(OP_CONTINUATION, b"fresh}", MASK));
-    burst.extend_from_slice(&after);
-    client.write_all(&burst).await.unwrap();
-    let ev = next_event(&mut relay).await;
-    assert_eq!(ev, Event::Intercepted(" {gw:refresh}".into()));
-    relay.send_to_client("answered");
-    let reply = encode(OP_TEXT, b"answered", None);
-    let (up, down) = drive(&mut relay, async {
-        let up = read_exactly(&mut upstream, ping.len() + after.len()).await;
-        (up, read_exactly(&mut client, reply.len()).await)
-    })
-    .await;
-    // The ping between its fragments passes on; none of the message does.
-    let mut expected = ping.to_vec();
-    expected.extend_from_slice(&after);
-    assert_eq!(up, expected);
-    assert_eq!(down, &reply[..]);
-}
-
-#[tokio::test]
-async fn fragmented_text_not_for_the_gateway_passes_unchanged() {
-    let icpt = Echoer;
-    // Held whole and released: JSON-looking, or too long to be the gateway's.
-    let long = vec![b'x'; MAX_INTERCEPTED as usize];
-    let cases: [(&[u8], &[u8]); 3] = [
-        (b"{\"type\":", b"\"app\"}"),
-        (b"{gw:", &long),
-        (b" ", b"plain"),
-    ];
-    for (a, b) in cases {
-        let fx = Fixture::new();
-        let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, Some(&icpt));
-        let mut msg = fragment(OP_TEXT, a, MASK);
-        msg.extend_from_slice(&encode(OP_CONTINUATION, b, MASK));
-        client.write_all(&msg).await.unwrap();
-        let got = drive(&mut relay, read_exactly(&mut upstream, msg.len())).await;
-        assert!(got == msg, "{:?}", String::from_utf8_lossy(a));
-    }
-    // Text that cannot be a JSON object goes on at its first fragment.
-    let fx = Fixture::new();
-    let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, Some(&icpt));
-    let first = fragment(OP_TEXT, b"chat: hello", MASK);
-    client.write_all(&first).await.unwrap();
-    let got = drive(&mut relay, read_exactly(&mut upstream, first.len())).await;
-    assert_eq!(got, first);
-}
-
-/// A frame with RSV1 set (a compressed message's first frame, RFC 7692).
-fn with_rsv1(mut frame: Vec<u8>) -> Vec<u8> {
-    frame[0] |= 0x40;
-    frame
-}
-
-#[test]
-fn rsv1_passes_only_where_compression_was_agreed() {
-    let mask = Some([1, 2, 3, 4]);
-    let first = with_rsv1(fragment(OP_TEXT, b"compressed", mask));
-    // Not agreed: RSV1 is a protocol error.
-    let mut dir = Dir::new(true);
-    scan_in_chunks(&mut dir, &first, &[], u64::MAX);
-    assert!(dir.event.is_some());
-
-    // Agreed: the first frame of a message passes unchanged, byte for byte.
-    let mut dir = Dir::new(true);
-    dir.deflate = true;
-    let mut input = first.clone();
-    input.extend_from_slice(&encode(OP_CONTINUATION, b"tail", mask));
-    let got = scan_in_chunks(&mut dir, &input, &[3], u64::MAX);
-    assert!(dir.event.is_none(), "{:?}", dir.event);
-    assert_eq!(got, input);
-
-    // Never on a continuation frame or a control frame, agreed or not.
-    for bad in [
-        {
-            let mut v = fragment(OP_TEXT, b"a", mask);
-            v.extend_from_slice(&with_rsv1(encode(OP_CONTINUATION, b"b", mask).to_vec()));
-            v
-        },
-        with_rsv1(encode(OP_PING, b"p", mask).to_vec()),
-    ] {
-        let mut dir = Dir::new(true);
-        dir.deflate = true;
-        scan_in_chunks(&mut dir, &bad, &[], u64::MAX);
-        assert!(dir.event.is_some());
-    }
-}
+mod closes;
+mod messages;
