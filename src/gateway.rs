@@ -9,6 +9,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
+use crate::config::RedisDown;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationList, Revoker};
 use crate::session::Registry;
@@ -33,6 +35,8 @@ pub struct Gateway {
     pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
     /// The threads connections and sessions run on.
     pub workers: Workers,
+    /// The replica set on the shared Redis (`store: redis` only).
+    pub cluster: Option<Arc<Cluster>>,
     listeners_up: AtomicBool,
 }
 
@@ -55,8 +59,15 @@ impl Gateway {
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,
+            cluster: None,
             listeners_up: AtomicBool::new(false),
         }
+    }
+
+    /// Joins the replica set on the shared Redis.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The revocations in force.
@@ -69,7 +80,8 @@ impl Gateway {
         self.listeners_up.store(up, Ordering::Release);
     }
 
-    /// `/readyz`: listeners up and every issuer has keys.
+    /// `/readyz`: listeners up, every issuer has keys, and Redis reachable
+    /// when `cluster.on_redis_down: closed` makes it required.
     pub fn readiness(&self) -> (bool, String) {
         if !self.listeners_up.load(Ordering::Acquire) || self.shutdown.is_cancelled() {
             return (false, "listeners not serving".to_owned());
@@ -80,6 +92,14 @@ impl Gateway {
                 false,
                 format!("issuers without keys: {}", missing.join(", ")),
             );
+        }
+        if let Some(c) = &self.cluster {
+            if c.on_redis_down() == RedisDown::Closed && !c.redis_up() {
+                return (
+                    false,
+                    "redis unreachable (required by cluster.on_redis_down: closed)".to_owned(),
+                );
+            }
         }
         (true, String::new())
     }

@@ -17,6 +17,8 @@
 //! - [`proxy`]: the frame pump between the two and the session task.
 //! - [`session`]: the registry of live sessions and the close-reason table.
 //! - [`revocation`]: revocation entries and their stores.
+//! - [`cluster`]: replicas on one Redis acting as one gateway (the only
+//!   module that talks to Redis, for the revocation store too).
 //! - [`admin`]: health, metrics and the admin API.
 //!
 //! Connections and their sessions run on [`workers`] (one thread and
@@ -33,6 +35,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod gateway;

@@ -213,7 +213,9 @@ fn the_checker_finds_a_cycle() {
         ["a", "b", "d"].map(String::from).into()
     );
     assert_eq!(
-        without_tests("use crate::a;\n/// [crate::c]\n#[cfg(test)]\nmod tests {\n use crate::b;\n}\n"),
+        without_tests(
+            "use crate::a;\n/// [crate::c]\n#[cfg(test)]\nmod tests {\n use crate::b;\n}\n"
+        ),
         "use crate::a;\n"
     );
 }

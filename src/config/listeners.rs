@@ -35,6 +35,7 @@ pub(crate) fn listeners(
             out.push(ListenerConfig {
                 bind,
                 tls: tls.flatten(),
+                reuse_port: l.reuse_port.unwrap_or(false),
             });
         }
     }

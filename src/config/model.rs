@@ -34,6 +34,10 @@ pub struct Config {
     /// Extension (`workers`): I/O worker threads; `None`: one per core.
     /// Read at start only (a reload keeps the running count).
     pub workers: Option<usize>,
+    /// `node_id`: this gateway's name among the replicas sharing a Redis;
+    /// `None`: host name and process id, chosen at start.
+    pub node_id: Option<String>,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum LogFormat {
 pub struct ListenerConfig {
     pub bind: SocketAddr,
     pub tls: Option<TlsConfig>,
+    /// SO_REUSEPORT: several processes may listen on this address.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -255,6 +261,33 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Default)]
 pub struct RouteLimits {
     pub max_sessions_per_subject: Option<u32>,
+    pub scope: LimitScope,
+}
+
+/// Where `max_sessions_per_subject` is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitScope {
+    /// On this gateway alone.
+    #[default]
+    Node,
+    /// Across every replica on the same Redis.
+    Cluster,
+}
+
+/// Extension `cluster:`: replicas sharing `revocation.redis_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub on_redis_down: RedisDown,
+}
+
+/// What a `scope: cluster` limit does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisDown {
+    /// Admit, counting on this node only (the limit still holds per node).
+    #[default]
+    Open,
+    /// Refuse with 503: Redis is required, and `/readyz` says so.
+    Closed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

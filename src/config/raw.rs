@@ -25,6 +25,16 @@ pub struct RawConfig {
     pub limits: Option<RawLimits>,
     pub demo: Option<RawDemo>,
     pub workers: Option<u64>,
+    /// Replicas on one Redis: this gateway's name among them.
+    pub node_id: Option<String>,
+    /// Extension: how the replica set behaves when Redis is unreachable.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub on_redis_down: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +49,7 @@ pub struct RawLog {
 pub struct RawListener {
     pub bind: Option<String>,
     pub tls: Option<RawTls>,
+    pub reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +178,7 @@ pub struct RawSession {
 #[serde(deny_unknown_fields)]
 pub struct RawRouteLimits {
     pub max_sessions_per_subject: Option<u64>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

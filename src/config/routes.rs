@@ -472,12 +472,22 @@ fn session(cx: &mut Ctx, raw: Option<&RawSession>, path: FieldPath) -> SessionCo
 }
 
 fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> RouteLimits {
+    let scope = cx.choice(
+        &raw.and_then(|l| l.scope.clone()),
+        path.key("scope"),
+        &[("node", LimitScope::Node), ("cluster", LimitScope::Cluster)],
+        LimitScope::Node,
+    );
     let Some(n) = raw.and_then(|l| l.max_sessions_per_subject) else {
-        return RouteLimits::default();
+        return RouteLimits {
+            max_sessions_per_subject: None,
+            scope,
+        };
     };
     match u32::try_from(n) {
         Ok(n) if n > 0 => RouteLimits {
             max_sessions_per_subject: Some(n),
+            scope,
         },
         _ => {
             cx.err(

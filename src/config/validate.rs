@@ -201,6 +201,9 @@ pub(crate) fn validate(
         crate::config::model::DEFAULT_REVOCATION_RETAIN,
     );
     let limits = limits(&mut cx, raw.limits.as_ref(), root.key("limits"));
+    let node_id = super::cluster::node_id(&mut cx, raw.node_id.as_ref(), root.key("node_id"));
+    let cluster =
+        super::cluster::cluster(&mut cx, raw.cluster.as_ref(), &revocation, &routes, &root);
     let workers = match raw.workers {
         None => None,
         Some(n @ 1..=MAX_WORKERS) => Some(n as usize),
@@ -228,6 +231,8 @@ pub(crate) fn validate(
         limits,
         demo,
         workers,
+        node_id,
+        cluster,
     })
 }
 
@@ -383,15 +388,10 @@ fn revocation(cx: &mut Ctx, raw: Option<&RawRevocation>, path: FieldPath) -> Rev
                 path.key("redis_url"),
                 "add `redis_url: redis://127.0.0.1:6379/0`",
             );
-            match url {
-                Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                    RevocationConfig::Redis(u.clone())
-                }
-                Some(_) => {
-                    cx.err(
-                        path.key("redis_url"),
-                        "expected a redis:// or rediss:// URL",
-                    );
+            match url.map(|u| (u, super::cluster::parse_redis_url(u))) {
+                Some((u, Ok(_))) => RevocationConfig::Redis(u.clone()),
+                Some((_, Err(e))) => {
+                    cx.err(path.key("redis_url"), e);
                     RevocationConfig::Memory
                 }
                 None => RevocationConfig::Memory,

@@ -125,6 +125,7 @@ async fn connect(
             remote: conn.remote,
         },
     )
+    .await
     .map_err(fail)?;
     let req = forward::upstream_request(
         &route,

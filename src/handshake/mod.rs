@@ -222,6 +222,7 @@ async fn accept(
             remote: conn.remote,
         },
     )
+    .await
     .map_err(|r| (r, None))?;
     let upstream_req = forward::upstream_request(
         &route,
