@@ -29,7 +29,7 @@ pub mod control;
 pub mod leases;
 pub mod link;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,6 +48,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TTL: Duration = Duration::from_secs(5);
 
 const NODES: &str = "wsgate:nodes";
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 /// The default node id: host name and process id.
 pub fn default_node_id() -> String {
@@ -72,8 +76,9 @@ pub struct Cluster {
     leases: Arc<leases::Leases>,
     releases: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     on_redis_down: RedisDown,
-    /// Whether the last heartbeat got through (logged on change).
-    beating: AtomicBool,
+    /// [`UNKNOWN`] until the first heartbeat, then [`UP`] or [`DOWN`]
+    /// (logged on change).
+    beating: AtomicU8,
     tasks: TaskTracker,
     cancel: CancellationToken,
 }
@@ -96,7 +101,7 @@ impl Cluster {
             leases,
             releases: parking_lot::Mutex::new(Some(rx)),
             on_redis_down,
-            beating: AtomicBool::new(true),
+            beating: AtomicU8::new(UNKNOWN),
             tasks: TaskTracker::new(),
             cancel,
         }))
@@ -112,7 +117,7 @@ impl Cluster {
 
     /// Whether Redis answered the last heartbeat.
     pub fn redis_up(&self) -> bool {
-        self.beating.load(Ordering::Acquire)
+        self.beating.load(Ordering::Acquire) == UP
     }
 
     /// Starts the heartbeat, the request subscription and the lease releases.
@@ -149,16 +154,20 @@ impl Cluster {
                 _ = tick.tick() => {}
             }
             let r = self.beat().await;
-            let was = self.beating.swap(r.is_ok(), Ordering::AcqRel);
+            let now = if r.is_ok() { UP } else { DOWN };
+            let was = self.beating.swap(now, Ordering::AcqRel);
             match (was, r) {
-                (true, Err(e)) => {
+                (UNKNOWN, Ok(())) => {
+                    tracing::info!(node = %self.node, "cluster node joined: heartbeat in redis");
+                }
+                (UNKNOWN | UP, Err(e)) => {
                     let limits = match self.on_redis_down {
                         RedisDown::Open => "counted per node",
                         RedisDown::Closed => "refused (503) and /readyz fails",
                     };
                     tracing::warn!(error = %e, node = %self.node, "redis unreachable: the admin API sees this node only, revocations are enforced as known here, cluster-wide limits are {limits}; retrying");
                 }
-                (false, Ok(())) => {
+                (DOWN, Ok(())) => {
                     tracing::info!(node = %self.node, "redis reachable again: cluster view and cluster-wide limits restored");
                 }
                 _ => {}

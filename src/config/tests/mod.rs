@@ -1,6 +1,7 @@
 //! Loader tests: whole documents through [`super::load_str`] / [`super::load`],
 //! with referenced files generated in a temporary folder.
 
+mod cluster;
 mod errors;
 mod files;
 mod loading;
