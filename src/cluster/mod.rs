@@ -4,10 +4,10 @@
 //! node id and announces itself with a heartbeat:
 //!
 //! ```text
-//! wsgate:nodes          sorted set: node id -> unix ms its lease ends
+//! {wsgate}:nodes        sorted set: node id -> unix ms (Redis time) its lease ends
 //! wsgate:cluster        channel: requests to the nodes (list, kill)
 //! wsgate:reply:<req>    list: the nodes' answers to one request (expires)
-//! wsgate:limit:<hash>   per-subject counts with leases (see [`leases`])
+//! {wsgate}:limit:<hash> per-subject counts per node (see [`leases`])
 //! ```
 //!
 //! A node is live while its lease (renewed every [`HEARTBEAT`], lasting
@@ -37,17 +37,36 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RedisDown;
-use crate::session::{unix_now_ms, Registry};
+use crate::session::Registry;
 pub use leases::{Acquired, Lease};
 pub use link::{Link, LinkError};
 
-/// How often a node renews its lease (and its per-subject leases).
+/// How often a node renews its lease.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node counts as live after its last heartbeat. The contract
 /// allows 10 s; five missed beats leave room for a slow Redis.
 pub const NODE_TTL: Duration = Duration::from_secs(5);
 
-const NODES: &str = "wsgate:nodes";
+/// The node set; hash-tagged to share a Redis Cluster shard with the
+/// per-subject counts that read it.
+pub(crate) const NODES: &str = "{wsgate}:nodes";
+
+/// Renews this node's lease and forgets ended ones, in Redis time.
+/// KEYS[1] the node set; ARGV node, lease ms.
+const BEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return 1
+"#;
+
+/// The nodes whose lease has not ended. KEYS[1] the node set.
+const LIVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"#;
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -93,7 +112,7 @@ impl Cluster {
     ) -> Result<Arc<Self>, LinkError> {
         let node: Arc<str> = node.into();
         let link = Arc::new(Link::new(url)?);
-        let (leases, rx) = leases::Leases::new(Arc::clone(&node), Arc::clone(&link), NODE_TTL);
+        let (leases, rx) = leases::Leases::new(Arc::clone(&node), Arc::clone(&link));
         Ok(Arc::new(Self {
             node,
             link,
@@ -175,29 +194,23 @@ impl Cluster {
         }
     }
 
-    /// One heartbeat: the node's lease, the per-subject leases, and the
-    /// removal of nodes whose lease ended.
+    /// One heartbeat: the node's lease, and the removal of nodes whose
+    /// lease ended. The per-subject counts need nothing more: they read
+    /// the node set.
     async fn beat(&self) -> Result<(), LinkError> {
-        let now = unix_now_ms();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ZADD")
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(BEAT)
+            .arg(1)
             .arg(NODES)
-            .arg(now + NODE_TTL.as_millis() as i64)
             .arg(&*self.node)
-            .ignore();
-        pipe.cmd("ZREMRANGEBYSCORE")
-            .arg(NODES)
-            .arg("-inf")
-            .arg(now)
-            .ignore();
-        self.link.query::<()>("heartbeat", &pipe).await?;
-        self.leases.renew().await
+            .arg(NODE_TTL.as_millis() as u64);
+        self.link.query("heartbeat", &cmd).await
     }
 
     /// The nodes whose lease has not ended, this one included.
     pub async fn live_nodes(&self) -> Result<Vec<String>, LinkError> {
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
-        cmd.arg(NODES).arg(unix_now_ms()).arg("+inf");
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(LIVE).arg(1).arg(NODES);
         self.link.query("live nodes", &cmd).await
     }
 
