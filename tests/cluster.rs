@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::redis::{Redis, Sentinel};
+use support::redis::{Redis, RedisCluster, Sentinel};
 use support::{expect_close_within, head, now, roundtrip, token, EchoUpstream, Gateway, WAIT};
 
 const ONE_SECOND: Duration = Duration::from_millis(1000);
@@ -387,4 +387,30 @@ async fn two_processes_share_a_port_with_reuse_port() {
     for _ in 0..20 {
         new.session("/echo", &t).await;
     }
+}
+
+/// `redis+cluster://`: the same behaviour on a three-shard Redis Cluster
+/// (keys spread over shards, PUBLISH reaching every node).
+#[tokio::test]
+async fn replicas_on_a_redis_cluster_share_sessions_revocations_and_limits() {
+    let redis = RedisCluster::start().await;
+    let up = EchoUpstream::start().await;
+    let gw1 = replica(&up, &redis.url(), "c1", LIMIT_2, "");
+    let gw2 = replica(&up, &redis.url(), "c2", LIMIT_2, "");
+    joined(&gw1).await;
+    joined(&gw2).await;
+    let t = |i: u32| token("kim", json!({"jti": format!("kim-{i}"), "iat": now() - 5}));
+    let mut s1 = gw1.session("/echo", &t(1)).await;
+    let mut s2 = gw2.session("/echo", &t(2)).await;
+    assert_eq!(gw1.connect("/echo", &t(3)).await.err(), Some(429));
+    assert_eq!(nodes_of(&sessions(&gw2).await), ["c1", "c2"]);
+
+    let (status, body) = gw1.revoke(r#"{"jti":"kim-2"}"#).await;
+    assert_eq!((status, body), (201, json!({"closed": 1})));
+    assert_eq!(expect_close_within(&mut s2, ONE_SECOND).await.0, 4403);
+    roundtrip(&mut s1, "still").await;
+    // A replica started now reads the entry from the shards.
+    let gw3 = replica(&up, &redis.url(), "c3", LIMIT_2, "");
+    joined(&gw3).await;
+    assert_eq!(gw3.connect("/echo", &t(2)).await.err(), Some(401));
 }

@@ -253,7 +253,12 @@ impl Link {
         let r = match self.conn().await {
             Ok(mut c) => match q {
                 Query::Cmd(cmd) => bounded(what, cmd.query_async(&mut c)).await,
-                Query::Pipe(p) => bounded(what, p.query_async(&mut c)).await,
+                Query::Pipe(p) => match bounded(what, p.query_async(&mut c)).await {
+                    Err(LinkError::Redis(e)) if e.kind() == ErrorKind::CrossSlot => {
+                        bounded(what, one_by_one(p, &mut c)).await
+                    }
+                    r => r,
+                },
             },
             Err(e) => Err(e),
         };
@@ -265,6 +270,25 @@ impl Link {
         let client = self.primary().await?;
         bounded("subscribe", client.get_async_pubsub()).await
     }
+}
+
+/// A pipeline whose keys live on several shards of a Redis Cluster, sent
+/// one command at a time (each to its shard): no longer atomic, which the
+/// callers allow (each command is idempotent and a catch-up repairs a
+/// partial write). Every reply is returned, ignored or not, so only
+/// pipelines that ignore all or none of theirs may come here.
+async fn one_by_one<T: redis::FromRedisValue>(p: &Pipeline, c: &mut Conn) -> redis::RedisResult<T> {
+    let mut values = Vec::new();
+    for cmd in p.cmd_iter() {
+        if matches!(
+            cmd.args_iter().next(),
+            Some(redis::Arg::Simple(b"MULTI" | b"EXEC"))
+        ) {
+            continue;
+        }
+        values.push(cmd.query_async::<Value>(c).await?);
+    }
+    T::from_redis_value(&Value::Array(values))
 }
 
 /// A `Cmd` or a `Pipeline`, so [`Link::query`] takes either.

@@ -202,3 +202,105 @@ impl Drop for Sentinel {
         let _ = self.child.wait();
     }
 }
+
+/// A three-node Redis Cluster (no replicas) on free ports, killed by PID
+/// when dropped.
+pub struct RedisCluster {
+    children: Vec<Child>,
+    pub ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut children = Vec::new();
+        for p in &ports {
+            children.push(
+                Command::new("redis-server")
+                    .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                    ])
+                    .arg("--cluster-config-file")
+                    .arg(dir.path().join(format!("nodes-{p}.conf")))
+                    .arg("--dir")
+                    .arg(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed"),
+            );
+        }
+        let c = RedisCluster {
+            children,
+            ports,
+            _dir: dir,
+        };
+        for p in &c.ports {
+            let node = Redis {
+                child: None,
+                port: *p,
+                primary: None,
+            };
+            let deadline = Instant::now() + WAIT;
+            while !node.ping().await {
+                assert!(Instant::now() < deadline, "cluster node did not answer");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let addrs: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + WAIT;
+        for p in &c.ports {
+            let node = Redis {
+                child: None,
+                port: *p,
+                primary: None,
+            };
+            while !node
+                .command("CLUSTER INFO")
+                .await
+                .contains("cluster_state:ok")
+            {
+                assert!(Instant::now() < deadline, "cluster never became ok");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        c
+    }
+
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
