@@ -123,7 +123,7 @@ impl App {
             shutdown.child_token(),
         )
         .await?;
-        let cluster = crate::cluster::join(&config, &registry, &revoker, &shutdown)?;
+        let cluster = crate::cluster::join(&config, &registry, &revoker)?;
         let gw = Arc::new(
             Gateway::new(
                 built.snapshot,

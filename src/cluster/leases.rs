@@ -145,9 +145,20 @@ impl Leases {
     /// Sends queued releases until the queue closes, batching what piled
     /// up. A release that fails is not retried: the count stays too high
     /// until this node leaves the cluster (the log says so).
-    pub async fn run_releases(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<String>) {
+    pub async fn run_releases(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<String>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 1000).await > 0 {
+        loop {
+            let n = tokio::select! {
+                _ = cancel.cancelled() => return,
+                n = rx.recv_many(&mut batch, 1000) => n,
+            };
+            if n == 0 {
+                return;
+            }
             let mut pipe = redis::pipe();
             for key in batch.drain(..) {
                 pipe.cmd("EVAL")
@@ -158,7 +169,7 @@ impl Leases {
                     .ignore();
             }
             if let Err(e) = self.link.query::<()>("lease release", &pipe).await {
-                tracing::warn!(error = %e, "per-subject places not given back in redis; they count until this node's lease lapses or it restarts");
+                tracing::warn!(error = %e, "per-subject places not given back in redis; they count until this node leaves the cluster");
             }
         }
     }

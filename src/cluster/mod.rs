@@ -148,12 +148,14 @@ impl Cluster {
         self.tasks.spawn(async move { control::serve(me).await });
         if let Some(rx) = self.releases.lock().take() {
             let leases = Arc::clone(&self.leases);
-            self.tasks.spawn(leases.run_releases(rx));
+            self.tasks
+                .spawn(leases.run_releases(rx, self.cancel.clone()));
         }
     }
 
     /// Leaves the cluster: the node drops out of the view at once and its
-    /// per-subject places are given back.
+    /// per-subject places stop counting (the counts read the node set;
+    /// those still held are given back too).
     pub async fn stop(&self) {
         self.cancel.cancel();
         let mut cmd = redis::cmd("ZREM");
@@ -242,18 +244,19 @@ pub fn join(
     config: &crate::config::Config,
     registry: &Arc<Registry>,
     revoker: &Arc<crate::revocation::Revoker>,
-    shutdown: &CancellationToken,
 ) -> Result<Option<Arc<Cluster>>, LinkError> {
     let crate::config::RevocationConfig::Redis(url) = &config.revocation else {
         return Ok(None);
     };
     let node = config.node_id.clone().unwrap_or_else(default_node_id);
+    // Not a child of the shutdown token: the node keeps beating and
+    // answering while its sessions drain, and leaves in [`Cluster::stop`].
     let cluster = Cluster::new(
         url,
         node,
         config.cluster.on_redis_down,
         Arc::clone(registry),
-        shutdown.child_token(),
+        CancellationToken::new(),
     )?;
     let weak = Arc::downgrade(&cluster);
     revoker.set_reporter(Arc::new(move |tag: &str, closed: usize| {
