@@ -414,3 +414,25 @@ async fn replicas_on_a_redis_cluster_share_sessions_revocations_and_limits() {
     joined(&gw3).await;
     assert_eq!(gw3.connect("/echo", &t(2)).await.err(), Some(401));
 }
+
+/// A node stopped with SIGTERM leaves at once: no lease to wait out.
+#[tokio::test]
+async fn a_node_stopped_gracefully_leaves_at_once() {
+    let redis = Redis::start().await;
+    let up = EchoUpstream::start().await;
+    let gw1 = replica(&up, &redis.url(), "t1", LIMIT_2, "");
+    let gw2 = replica(&up, &redis.url(), "t2", LIMIT_2, "");
+    joined(&gw1).await;
+    joined(&gw2).await;
+    let t = |i: u32| token("lou", json!({"jti": format!("lou-{i}"), "iat": now() - 5}));
+    let mut s1 = gw2.session("/echo", &t(1)).await;
+    let _s2 = gw2.session("/echo", &t(2)).await;
+    assert_eq!(gw1.connect("/echo", &t(3)).await.err(), Some(429));
+
+    gw2.sigterm();
+    assert_eq!(expect_close_within(&mut s1, WAIT).await.0, 1001);
+    assert!(gw2.wait_exit(WAIT).await.is_some(), "t2 did not exit");
+    assert_eq!(nodes_of(&sessions(&gw1).await), Vec::<String>::new());
+    let _s3 = gw1.session("/echo", &t(3)).await;
+    let _s4 = gw1.session("/echo", &t(4)).await;
+}
