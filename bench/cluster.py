@@ -197,18 +197,49 @@ class Loadgen:
         return json.loads(values)
 
 
-def revoke(gws, loadgens, rport, body, settle, idle_rate):
+def log_times(path, needle):
+    """Unix ns of the log lines of `path` that contain `needle`."""
+    import datetime
+    out = []
+    with open(path) as f:
+        for line in f:
+            if needle in line:
+                ts = line.split()[0].rstrip("Z")
+                d = datetime.datetime.fromisoformat(ts).replace(tzinfo=datetime.timezone.utc)
+                out.append(int(d.timestamp() * 1e9))
+    return out
+
+
+def cpu_of(pids):
+    total = 0.0
+    for pid in pids:
+        try:
+            total += cpu_secs(pid)
+        except OSError:
+            pass
+    return total
+
+
+def revoke(gws, loadgens, rport, body, settle, idle_rate, roles):
     """Revokes on the first gateway; returns the measurements. Redis
     commands are counted over the window, less the idle rate (heartbeats)."""
     for lg in loadgens:
         lg.closes()  # forget earlier closes
     c0 = redis_commands(rport)
+    cpu0 = {k: cpu_of(v) for k, v in roles.items()}
     t0 = time.time_ns()
     status, answer = admin(gws[0]["admin"], "POST", "/admin/revocations", body)
     answered_ms = (time.time_ns() - t0) / 1e6
     time.sleep(settle)
     c1 = redis_commands(rport)
     window = (time.time_ns() - t0) / 1e9
+    cpu = {k: round(cpu_of(v) - cpu0[k], 3) for k, v in roles.items()}
+    # When each other node applied it (its log line), after the admin call.
+    applied = []
+    for gw in gws[1:]:
+        ts = [t for t in log_times(gw["log"], "revocation received from the store") if t >= t0]
+        if ts:
+            applied.append(round((ts[0] - t0) / 1e6, 1))
     closes = sorted((ns - t0) / 1e6 for lg in loadgens for ns in lg.closes())
     return {
         "status": status,
@@ -219,6 +250,8 @@ def revoke(gws, loadgens, rport, body, settle, idle_rate):
         "p99_ms": pct(closes, 0.99),
         "max_ms": closes[-1] if closes else None,
         "redis_commands": round(c1 - c0 - 1 - idle_rate * window),
+        "applied_ms": applied,
+        "cpu_secs": cpu,
     }
 
 
@@ -277,14 +310,14 @@ def main():
 
     try:
         rport = free_port()
-        start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        redis_pid = start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                           "--appendonly", "no"], stdout=subprocess.DEVNULL).pid
         wait_port(rport)
-        echoes = []
+        echoes, echo_pids = [], []
         for _ in range(a.echoes):
             port = free_port()
-            start([os.path.join(bench_bin, "echo"), "--bind", f"127.0.0.1:{port}"],
-                  stdout=subprocess.DEVNULL)
+            echo_pids.append(start([os.path.join(bench_bin, "echo"), "--bind", f"127.0.0.1:{port}"],
+                                   stdout=subprocess.DEVNULL).pid)
             echoes.append(port)
         for port in echoes:
             wait_port(port)
@@ -298,7 +331,7 @@ def main():
                 f.write(config(node, port, admin_port, echoes, rport, 9800))
             log = open(w(f"{node}.log"), "w")
             p = start([w("wsgate"), "run", "-c", w(f"{node}.yaml")], stdout=log, stderr=log)
-            gws.append({"node": node, "admin": admin_port, "pid": p.pid})
+            gws.append({"node": node, "admin": admin_port, "pid": p.pid, "log": w(f"{node}.log")})
         for gw in gws:
             wait_port(gw["admin"])
         wait_port(port)
@@ -345,9 +378,11 @@ def main():
         victim_nodes = sorted({s["node"] for s in listed if s["sub"] == "victim"})
         say(f"listed {len(listed)} in {list_secs:.2f} s; victim on {victim_nodes}")
 
-        sub = revoke(gws, loadgens, rport, {"sub": "victim"}, 3, idle_redis)
+        roles = {"gateways": [g["pid"] for g in gws], "loadgens": [lg.p.pid for lg in loadgens],
+                 "echoes": echo_pids, "redis": [redis_pid]}
+        sub = revoke(gws, loadgens, rport, {"sub": "victim"}, 3, idle_redis, roles)
         say("revoke sub:", sub)
-        claim = revoke(gws, loadgens, rport, {"claim": "tenant", "value": "t-big"}, 4, idle_redis)
+        claim = revoke(gws, loadgens, rport, {"claim": "tenant", "value": "t-big"}, 4, idle_redis, roles)
         say("revoke claim:", claim)
         for lg in loadgens:
             lg.send("QUIT")
@@ -365,11 +400,13 @@ def main():
         (f"revoke sub (sessions on {len(victim_nodes)} of {a.gateways} nodes)",
          f"closed {sub['closed_reported']} (expected {victims}, seen {sub['closed_seen']}); "
          f"answer {sub['admin_answer_ms']} ms; close p50 {sub['p50_ms']:.1f} ms, p99 {sub['p99_ms']:.1f} ms, "
-         f"last {sub['max_ms']:.1f} ms; ≈{sub['redis_commands']} Redis commands beyond the idle rate"),
+         f"last {sub['max_ms']:.1f} ms; ≈{sub['redis_commands']} Redis commands beyond the idle rate; "
+         f"applied on the other nodes after {sub['applied_ms']} ms; CPU s {sub['cpu_secs']}"),
         (f"revoke claim ({big:,} sessions)",
          f"closed {claim['closed_reported']} (seen {claim['closed_seen']}); answer {claim['admin_answer_ms']} ms; "
          f"close p50 {claim['p50_ms']:.1f} ms, p99 {claim['p99_ms']:.1f} ms, last {claim['max_ms']:.1f} ms; "
-         f"≈{claim['redis_commands']} Redis commands beyond the idle rate"),
+         f"≈{claim['redis_commands']} Redis commands beyond the idle rate; "
+         f"applied on the other nodes after {claim['applied_ms']} ms; CPU s {claim['cpu_secs']}"),
     ]
     table = "| measure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
     print(table)
