@@ -17,8 +17,9 @@
 //! The `{wsgate}` hash tag keeps a subject's hash and the node set on one
 //! shard of a Redis Cluster, which a script touching both needs.
 //!
-//! Releases are queued and sent by a background task: a closing session
-//! never waits on Redis. A failover that loses the last writes leaves a
+//! Releases are counted per subject and sent by a background task: a
+//! closing session never waits on Redis, and what waits is bounded by the
+//! number of subjects, not of closes. A failover that loses the last writes leaves a
 //! count too low until those sessions close (the limit is briefly softer,
 //! never stricter).
 
@@ -26,7 +27,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::link::{Link, LinkError};
 use super::NODES;
@@ -56,9 +58,9 @@ redis.call('HINCRBY', KEYS[1], node, 1)
 return 1
 "#;
 
-/// Gives one place back. KEYS[1] the subject; ARGV node.
+/// Gives places back. KEYS[1] the subject; ARGV node, how many.
 const RELEASE: &str = r#"
-local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+local c = redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2]))
 if c <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return c
 "#;
@@ -80,7 +82,9 @@ pub struct Leases {
     node: Arc<str>,
     link: Arc<Link>,
     held: DashMap<String, u32>,
-    releases: mpsc::UnboundedSender<String>,
+    /// Places given back here and not yet in Redis, by subject.
+    releasing: DashMap<String, u32>,
+    released: Notify,
 }
 
 /// One place taken in Redis, given back when dropped (with its session).
@@ -95,8 +99,12 @@ impl Drop for Lease {
             *n = n.saturating_sub(1);
             *n == 0
         });
-        // Closed receiver: the gateway is stopping and its leases lapse.
-        let _ = self.leases.releases.send(std::mem::take(&mut self.key));
+        *self
+            .leases
+            .releasing
+            .entry(std::mem::take(&mut self.key))
+            .or_insert(0) += 1;
+        self.leases.released.notify_one();
     }
 }
 
@@ -107,15 +115,14 @@ pub enum Acquired {
 }
 
 impl Leases {
-    pub fn new(node: Arc<str>, link: Arc<Link>) -> (Arc<Self>, mpsc::UnboundedReceiver<String>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let me = Arc::new(Self {
+    pub fn new(node: Arc<str>, link: Arc<Link>) -> Arc<Self> {
+        Arc::new(Self {
             node,
             link,
             held: DashMap::new(),
-            releases: tx,
-        });
-        (me, rx)
+            releasing: DashMap::new(),
+            released: Notify::new(),
+        })
     }
 
     /// Takes a place under `limit` for the subject `key`.
@@ -142,31 +149,31 @@ impl Leases {
         }))
     }
 
-    /// Sends queued releases until the queue closes, batching what piled
-    /// up. A release that fails is not retried: the count stays too high
-    /// until this node leaves the cluster (the log says so).
-    pub async fn run_releases(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<String>,
-        cancel: tokio_util::sync::CancellationToken,
-    ) {
-        let mut batch = Vec::new();
+    /// Sends the places given back, batched, until `cancel` (at stop the
+    /// node leaves the set, and its counts stop counting). A release that
+    /// fails is not retried: the count stays too high until this node
+    /// leaves the cluster (the log says so).
+    pub async fn run_releases(self: Arc<Self>, cancel: CancellationToken) {
         loop {
-            let n = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return,
-                n = rx.recv_many(&mut batch, 1000) => n,
-            };
-            if n == 0 {
-                return;
+                _ = self.released.notified() => {}
             }
+            let keys: Vec<String> = self.releasing.iter().map(|e| e.key().clone()).collect();
             let mut pipe = redis::pipe();
-            for key in batch.drain(..) {
-                pipe.cmd("EVAL")
-                    .arg(RELEASE)
-                    .arg(1)
-                    .arg(key)
-                    .arg(&*self.node)
-                    .ignore();
+            for key in keys {
+                if let Some((key, n)) = self.releasing.remove(&key) {
+                    pipe.cmd("EVAL")
+                        .arg(RELEASE)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&*self.node)
+                        .arg(n)
+                        .ignore();
+                }
+            }
+            if pipe.cmd_iter().next().is_none() {
+                continue;
             }
             if let Err(e) = self.link.query::<()>("lease release", &pipe).await {
                 tracing::warn!(error = %e, "per-subject places not given back in redis; they count until this node leaves the cluster");
@@ -180,7 +187,9 @@ impl Leases {
         for e in self.held.iter() {
             pipe.cmd("HDEL").arg(e.key()).arg(&*self.node).ignore();
         }
-        let _ = self.link.query::<()>("lease release", &pipe).await;
+        if pipe.cmd_iter().next().is_some() {
+            let _ = self.link.query::<()>("lease release", &pipe).await;
+        }
     }
 }
 

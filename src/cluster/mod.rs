@@ -93,7 +93,6 @@ pub struct Cluster {
     link: Arc<Link>,
     registry: Arc<Registry>,
     leases: Arc<leases::Leases>,
-    releases: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
     on_redis_down: RedisDown,
     /// [`UNKNOWN`] until the first heartbeat, then [`UP`] or [`DOWN`]
     /// (logged on change).
@@ -112,13 +111,12 @@ impl Cluster {
     ) -> Result<Arc<Self>, LinkError> {
         let node: Arc<str> = node.into();
         let link = Arc::new(Link::new(url)?);
-        let (leases, rx) = leases::Leases::new(Arc::clone(&node), Arc::clone(&link));
+        let leases = leases::Leases::new(Arc::clone(&node), Arc::clone(&link));
         Ok(Arc::new(Self {
             node,
             link,
             registry,
             leases,
-            releases: parking_lot::Mutex::new(Some(rx)),
             on_redis_down,
             beating: AtomicU8::new(UNKNOWN),
             tasks: TaskTracker::new(),
@@ -146,11 +144,8 @@ impl Cluster {
         self.tasks.spawn(async move { me.heartbeat_loop().await });
         let me = Arc::clone(self);
         self.tasks.spawn(async move { control::serve(me).await });
-        if let Some(rx) = self.releases.lock().take() {
-            let leases = Arc::clone(&self.leases);
-            self.tasks
-                .spawn(leases.run_releases(rx, self.cancel.clone()));
-        }
+        let leases = Arc::clone(&self.leases);
+        self.tasks.spawn(leases.run_releases(self.cancel.clone()));
     }
 
     /// Leaves the cluster: the node drops out of the view at once and its
