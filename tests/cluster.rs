@@ -94,6 +94,20 @@ async fn any_node_lists_and_kills_the_sessions_of_every_node() {
         }
     }
 
+    // Filters are applied on each node.
+    let filtered = |q: &'static str| {
+        let gw = &gws[0];
+        async move {
+            let r = gw.admin("GET", &format!("/admin/sessions?{q}"), None).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let list: Vec<Value> = serde_json::from_str(&r.body).expect("json array");
+            nodes_of(&list)
+        }
+    };
+    assert_eq!(filtered("node=n2").await, ["n2"]);
+    assert_eq!(filtered("sub=ann&route=echo").await, ["n1", "n2", "n3"]);
+    assert_eq!(filtered("sub=nobody").await, Vec::<String>::new());
+
     // A DELETE on n1 closes the session on n3, within 1 s.
     let list = sessions(&gws[0]).await;
     let on_n3 = list

@@ -116,7 +116,7 @@ async fn admin(
 ) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
     match (method, segments.as_slice()) {
-        (&Method::GET, ["sessions"]) => sessions::list(&gw).await,
+        (&Method::GET, ["sessions"]) => sessions::list(&gw, req.uri().query()).await,
         (&Method::DELETE, ["sessions", id]) => sessions::kill(&gw, id).await,
         (&Method::GET, ["revocations"]) => revocations::list(&gw),
         (&Method::POST, ["revocations"]) => match read_body(req).await {

@@ -38,12 +38,36 @@ enum Request {
     List {
         req: String,
         from: String,
+        #[serde(default)]
+        filter: Filter,
     },
     Kill {
         req: String,
         node: String,
         id: SessionId,
     },
+}
+
+/// Which sessions a list wants (`GET /admin/sessions?sub=…&route=…`):
+/// applied on each node, so only what matches crosses Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Filter {
+    pub node: Option<String>,
+    pub route: Option<String>,
+    pub iss: Option<String>,
+    pub sub: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, s: &SessionHandle) -> bool {
+        let t = s.token();
+        let claim = |want: &Option<String>, got: Option<&String>| {
+            want.as_ref().is_none_or(|w| got == Some(w))
+        };
+        self.route.as_deref().is_none_or(|r| r == &*s.route)
+            && claim(&self.iss, t.as_ref().and_then(|t| t.iss.as_ref()))
+            && claim(&self.sub, t.as_ref().and_then(|t| t.sub.as_ref()))
+    }
 }
 
 /// A request id: random, so answers of two requests never mix.
@@ -85,8 +109,12 @@ pub struct Ask {
 }
 
 impl Cluster {
-    fn local_sessions(&self) -> Vec<Value> {
+    fn local_sessions(&self, filter: &Filter) -> Vec<Value> {
+        if filter.node.as_deref().is_some_and(|n| n != &*self.node) {
+            return Vec::new();
+        }
         let mut all = self.registry.all();
+        all.retain(|s| filter.matches(s));
         all.sort_by_key(|s| s.id);
         all.iter()
             .map(|s| session_json(s, Some(&self.node)))
@@ -147,10 +175,13 @@ impl Cluster {
         Ok(got)
     }
 
-    /// Every live node's sessions, this node's first.
-    pub async fn list(&self) -> Result<Vec<Value>, LinkError> {
-        let mut all = self.local_sessions();
-        let others = self.others().await?;
+    /// Every live node's sessions that `filter` keeps, this node's first.
+    pub async fn list(&self, filter: Filter) -> Result<Vec<Value>, LinkError> {
+        let mut all = self.local_sessions(&filter);
+        let mut others = self.others().await?;
+        if let Some(n) = &filter.node {
+            others.retain(|o| o == n);
+        }
         if others.is_empty() {
             return Ok(all);
         }
@@ -158,6 +189,7 @@ impl Cluster {
         self.publish(&Request::List {
             req: req.clone(),
             from: self.node.to_string(),
+            filter,
         })
         .await?;
         for answer in self.gather(&req, &others).await? {
@@ -242,8 +274,11 @@ impl Cluster {
 
     async fn handle(self: &Arc<Self>, r: Request) {
         match r {
-            Request::List { req, from } if from != *self.node => {
-                let sessions = self.local_sessions();
+            Request::List { req, from, filter } if from != *self.node => {
+                if filter.node.as_deref().is_some_and(|n| n != &*self.node) {
+                    return;
+                }
+                let sessions = self.local_sessions(&filter);
                 self.answer(&req, json!({"node": &*self.node, "sessions": sessions}))
                     .await;
             }
