@@ -123,7 +123,10 @@ impl App {
             shutdown.child_token(),
         )
         .await?;
-        let cluster = crate::cluster::join(&config, &registry, &revoker)?;
+        let cluster = crate::cluster::join(&config, &registry)?;
+        if let Some(c) = &cluster {
+            revoker.set_reporter(c.reporter());
+        }
         let gw = Arc::new(
             Gateway::new(
                 built.snapshot,

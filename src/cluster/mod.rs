@@ -233,12 +233,12 @@ impl Cluster {
     }
 }
 
-/// Joins the replica set when the revocation store is Redis: the cluster
-/// hears of every tagged revocation applied here, to report its count.
+/// Joins the replica set when the revocation store is Redis. Hand
+/// [`Cluster::reporter`] to the revoker so the cluster hears of every
+/// tagged revocation applied here.
 pub fn join(
     config: &crate::config::Config,
     registry: &Arc<Registry>,
-    revoker: &Arc<crate::revocation::Revoker>,
 ) -> Result<Option<Arc<Cluster>>, LinkError> {
     let crate::config::RevocationConfig::Redis(url) = &config.revocation else {
         return Ok(None);
@@ -253,13 +253,24 @@ pub fn join(
         Arc::clone(registry),
         CancellationToken::new(),
     )?;
-    let weak = Arc::downgrade(&cluster);
-    revoker.set_reporter(Arc::new(move |tag: &str, closed: usize| {
-        if let Some(c) = weak.upgrade() {
-            c.report(tag, closed);
-        }
-    }));
     Ok(Some(cluster))
+}
+
+/// Told how many sessions a tagged revocation closed on this node (the
+/// revoker's `Reporter`, spelled out so this module need not import it).
+pub type Report = Arc<dyn Fn(&str, usize) + Send + Sync>;
+
+impl Cluster {
+    /// Reports, for the revocation store's tagged entries, how many sessions
+    /// they closed here (see [`control`]). Holds the cluster weakly.
+    pub fn reporter(self: &Arc<Self>) -> Report {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |tag: &str, closed: usize| {
+            if let Some(c) = weak.upgrade() {
+                c.report(tag, closed);
+            }
+        })
+    }
 }
 
 /// A listening socket with SO_REUSEPORT (and SO_REUSEADDR), so that
