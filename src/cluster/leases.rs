@@ -46,11 +46,15 @@ local h = redis.call('HGETALL', KEYS[1])
 local total = 0
 for i = 1, #h, 2 do
   local n, c = h[i], tonumber(h[i + 1]) or 0
-  local lease = tonumber(redis.call('ZSCORE', KEYS[2], n))
-  if n ~= node and (lease == nil or lease <= now) then
-    redis.call('HDEL', KEYS[1], n)
-  else
+  local live = n == node
+  if not live then
+    local lease = tonumber(redis.call('ZSCORE', KEYS[2], n))
+    live = lease ~= nil and lease > now
+  end
+  if live then
     total = total + c
+  else
+    redis.call('HDEL', KEYS[1], n)
   end
 end
 if total >= limit then return 0 end
