@@ -16,6 +16,9 @@ pub struct Redis {
     pub port: u16,
     /// `--replicaof 127.0.0.1 <port>` when set.
     primary: Option<u16>,
+    /// Its working folder: a primary writes an RDB file for each replica
+    /// that syncs, which must not land in the repository.
+    dir: Option<tempfile::TempDir>,
 }
 
 fn free_port() -> u16 {
@@ -31,6 +34,7 @@ impl Redis {
             child: None,
             port: free_port(),
             primary: None,
+            dir: tempfile::tempdir().ok(),
         };
         r.restart().await;
         r
@@ -42,6 +46,7 @@ impl Redis {
             child: None,
             port: free_port(),
             primary: Some(primary),
+            dir: tempfile::tempdir().ok(),
         };
         r.restart().await;
         r
@@ -57,6 +62,12 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(
+                self.dir
+                    .as_ref()
+                    .map(|d| vec!["--dir".into(), d.path().to_string_lossy().into_owned()])
+                    .unwrap_or_default(),
+            )
             .args(
                 self.primary
                     .map(|p| {
@@ -248,6 +259,7 @@ impl RedisCluster {
                 child: None,
                 port: *p,
                 primary: None,
+                dir: None,
             };
             let deadline = Instant::now() + WAIT;
             while !node.ping().await {
@@ -273,6 +285,7 @@ impl RedisCluster {
                 child: None,
                 port: *p,
                 primary: None,
+                dir: None,
             };
             while !node
                 .command("CLUSTER INFO")
