@@ -112,12 +112,6 @@ impl Drop for Lease {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Acquired {
-    Taken,
-    Full,
-}
-
 impl Leases {
     pub fn new(node: Arc<str>, link: Arc<Link>) -> Arc<Self> {
         Arc::new(Self {

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::RedisDown;
 use crate::session::Registry;
-pub use leases::{Acquired, Lease};
+pub use leases::Lease;
 pub use link::{Link, LinkError};
 
 /// How often a node renews its lease.
