@@ -36,6 +36,8 @@ pub enum AppError {
     Build(#[from] BuildError),
     #[error("revocation: {0}")]
     Revocation(#[from] StoreError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::LinkError),
     #[error("cannot start {count} I/O worker threads: {source}")]
     Workers {
         count: usize,
@@ -62,6 +64,18 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
         .map_err(|source| AppError::Bind { addr, source })
 }
 
+/// A listener with SO_REUSEPORT when asked, so that several processes
+/// share the port (the kernel spreads new connections over them).
+async fn bind_listener(l: &crate::config::ListenerConfig) -> Result<TcpListener, AppError> {
+    if !l.reuse_port {
+        return bind(l.bind).await;
+    }
+    crate::cluster::bind_reuse_port(l.bind).map_err(|source| AppError::Bind {
+        addr: l.bind,
+        source,
+    })
+}
+
 impl App {
     /// Builds everything and binds every socket; nothing is served yet.
     pub async fn build(config: Config) -> Result<Self, AppError> {
@@ -86,7 +100,7 @@ impl App {
                 }
             };
             listeners.push(Bound {
-                listener: bind(l.bind).await?,
+                listener: bind_listener(l).await?,
                 settings: crate::listener::Settings {
                     tls,
                     proxy_protocol: l.proxy_protocol,
@@ -112,14 +126,21 @@ impl App {
             shutdown.child_token(),
         )
         .await?;
-        let gw = Arc::new(Gateway::new(
-            built.snapshot,
-            registry,
-            revoker,
-            shutdown,
-            cert_resolvers,
-            workers,
-        ));
+        let cluster = crate::cluster::join(&config, &registry)?;
+        if let Some(c) = &cluster {
+            revoker.set_reporter(c.reporter());
+        }
+        let gw = Arc::new(
+            Gateway::new(
+                built.snapshot,
+                registry,
+                revoker,
+                shutdown,
+                cert_resolvers,
+                workers,
+            )
+            .with_cluster(cluster),
+        );
         Ok(Self {
             gw,
             listeners,
@@ -136,6 +157,9 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let gw = self.gw;
         gw.revoker.start();
+        if let Some(c) = &gw.cluster {
+            c.start();
+        }
         let conns = TaskTracker::new();
         tracing::info!(workers = gw.workers.len(), "I/O workers started");
         let accept_cancel = gw.shutdown.child_token();
@@ -199,6 +223,9 @@ impl App {
         let _ = memory.await;
         gw.workers.stop(std::time::Duration::from_secs(1)).await;
         gw.revoker.stop().await;
+        if let Some(c) = &gw.cluster {
+            c.stop().await;
+        }
         demo_cancel.cancel();
         if let Some(h) = demo_loop {
             let _ = h.await;

@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Readiness;
+use crate::cluster::Cluster;
+use crate::config::{Readiness, RedisDown};
 use crate::drain::Drain;
 use crate::metrics::Metrics;
 use crate::pending::Pending;
@@ -42,6 +43,8 @@ pub struct Gateway {
     pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
     /// The threads connections and sessions run on.
     pub workers: Workers,
+    /// The replica set on the shared Redis (`store: redis` only).
+    pub cluster: Option<Arc<Cluster>>,
     listeners_up: AtomicBool,
 }
 
@@ -66,8 +69,15 @@ impl Gateway {
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,
+            cluster: None,
             listeners_up: AtomicBool::new(false),
         }
+    }
+
+    /// Joins the replica set on the shared Redis.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// The revocations in force.
@@ -80,8 +90,10 @@ impl Gateway {
         self.listeners_up.store(up, Ordering::Release);
     }
 
-    /// `/readyz`: listeners up, not shutting down, and every issuer has keys
-    /// (`readyz: all_issuers`, the default) or at least one has (`any_issuer`).
+    /// `/readyz`: listeners up, not shutting down, every issuer has keys
+    /// (`readyz: all_issuers`, the default) or at least one has
+    /// (`any_issuer`), and Redis reachable when `cluster.on_redis_down:
+    /// closed` makes it required.
     pub fn readiness(&self) -> (bool, String) {
         if self.drain.is_draining() || self.shutdown.is_cancelled() {
             return (false, "shutting down".to_owned());
@@ -101,6 +113,14 @@ impl Gateway {
                 false,
                 format!("issuers without keys: {}", missing.join(", ")),
             );
+        }
+        if let Some(c) = &self.cluster {
+            if c.on_redis_down() == RedisDown::Closed && !c.redis_up() {
+                return (
+                    false,
+                    "redis unreachable (required by cluster.on_redis_down: closed)".to_owned(),
+                );
+            }
         }
         (true, String::new())
     }

@@ -18,6 +18,8 @@
 //! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
 //! - [`session`]: the registry of live sessions and the close-reason table.
 //! - [`revocation`]: revocation entries and their stores.
+//! - [`cluster`]: replicas on one Redis acting as one gateway (the only
+//!   module that talks to Redis, for the revocation store too).
 //! - [`admin`]: health, metrics and the admin API.
 //!
 //! Connections and their sessions run on [`workers`] (one thread and
@@ -35,6 +37,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod drain;

@@ -116,8 +116,8 @@ async fn admin(
 ) -> Response<Body> {
     let segments: Vec<&str> = path.trim_start_matches("/admin/").split('/').collect();
     match (method, segments.as_slice()) {
-        (&Method::GET, ["sessions"]) => sessions::list(&gw),
-        (&Method::DELETE, ["sessions", id]) => sessions::kill(&gw, id),
+        (&Method::GET, ["sessions"]) => sessions::list(&gw, req.uri().query()).await,
+        (&Method::DELETE, ["sessions", id]) => sessions::kill(&gw, id).await,
         (&Method::GET, ["revocations"]) => revocations::list(&gw),
         (&Method::POST, ["revocations"]) => match read_body(req).await {
             Ok(body) => revocations::create(&gw, body).await,

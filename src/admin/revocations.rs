@@ -127,16 +127,31 @@ pub async fn create(gw: &Arc<Gateway>, body: Bytes) -> Response<Body> {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    // On a cluster, the other nodes report what they closed; the live
+    // nodes are read before the entry goes out, so none is waited for
+    // that could not have seen it.
+    let ask = match &gw.cluster {
+        Some(c) => Some(c.ask().await),
+        None => None,
+    };
+    let tag = ask.as_ref().map(|a| a.tag.clone());
     match gw
         .revoker
         .revoke(
             selector,
             max_leeway(gw),
             gw.snapshot.load().config.revocation_retain,
+            tag,
         )
         .await
     {
-        Ok(closed) => json(StatusCode::CREATED, &json!({ "closed": closed })),
+        Ok(here) => {
+            let elsewhere = match (&gw.cluster, ask) {
+                (Some(c), Some(ask)) => c.closed_elsewhere(ask).await,
+                _ => 0,
+            };
+            json(StatusCode::CREATED, &json!({ "closed": here + elsewhere }))
+        }
         Err(e @ RevokeError::NotStored { closed, .. }) => {
             tracing::error!(error = %e, "revocation not stored");
             json(

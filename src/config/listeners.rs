@@ -37,6 +37,7 @@ pub(crate) fn listeners(
                 bind,
                 tls: tls.flatten(),
                 proxy_protocol: l.proxy_protocol.unwrap_or(false),
+                reuse_port: l.reuse_port.unwrap_or(false),
             });
         }
     }

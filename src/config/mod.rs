@@ -6,6 +6,7 @@
 //! line and column are then looked up from the original text by that path
 //! ([`locate`]), so they are right however `${VAR}` values changed lengths.
 
+mod cluster;
 mod env;
 pub mod error;
 mod files;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
+pub use cluster::{parse_redis_url, RedisEndpoint};
 pub use error::{ConfigError, ConfigErrors, FieldPath, Location, Segment};
 pub use model::*;
 pub use units::{parse_duration, parse_size, UnitError};

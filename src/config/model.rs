@@ -34,6 +34,10 @@ pub struct Config {
     /// Extension (`workers`): I/O worker threads; `None`: one per core.
     /// Read at start only (a reload keeps the running count).
     pub workers: Option<usize>,
+    /// `node_id`: this gateway's name among the replicas sharing a Redis;
+    /// `None`: host name and process id, chosen at start.
+    pub node_id: Option<String>,
+    pub cluster: ClusterConfig,
     /// Peers whose `X-Forwarded-For` is believed (the client is the
     /// right-most address not in one of these ranges).
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
@@ -73,6 +77,8 @@ pub struct ListenerConfig {
     /// Every connection starts with a PROXY protocol (v1 or v2) header,
     /// read before TLS; one without is refused.
     pub proxy_protocol: bool,
+    /// SO_REUSEPORT: several processes may listen on this address.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -300,6 +306,33 @@ pub struct RouteLimits {
     /// Sessions on this route (first-message waiters included); beyond it
     /// handshakes get 503.
     pub max_sessions: Option<usize>,
+    pub scope: LimitScope,
+}
+
+/// Where `max_sessions_per_subject` is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LimitScope {
+    /// On this gateway alone.
+    #[default]
+    Node,
+    /// Across every replica on the same Redis.
+    Cluster,
+}
+
+/// Extension `cluster:`: replicas sharing `revocation.redis_url`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub on_redis_down: RedisDown,
+}
+
+/// What a `scope: cluster` limit does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RedisDown {
+    /// Admit, counting on this node only (the limit still holds per node).
+    #[default]
+    Open,
+    /// Refuse with 503: Redis is required, and `/readyz` says so.
+    Closed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

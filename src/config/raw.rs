@@ -27,6 +27,16 @@ pub struct RawConfig {
     pub workers: Option<u64>,
     pub readyz: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    /// Replicas on one Redis: this gateway's name among them.
+    pub node_id: Option<String>,
+    /// Extension: how the replica set behaves when Redis is unreachable.
+    pub cluster: Option<RawCluster>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub on_redis_down: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +52,7 @@ pub struct RawListener {
     pub bind: Option<String>,
     pub tls: Option<RawTls>,
     pub proxy_protocol: Option<bool>,
+    pub reuse_port: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,6 +193,7 @@ pub struct RawSession {
 pub struct RawRouteLimits {
     pub max_sessions_per_subject: Option<u64>,
     pub max_sessions: Option<u64>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -425,6 +425,12 @@ const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> RouteLimits {
+    let scope = cx.choice(
+        &raw.and_then(|l| l.scope.clone()),
+        path.key("scope"),
+        &[("node", LimitScope::Node), ("cluster", LimitScope::Cluster)],
+        LimitScope::Node,
+    );
     let Some(raw) = raw else {
         return RouteLimits::default();
     };
@@ -453,6 +459,7 @@ fn route_limits(cx: &mut Ctx, raw: Option<&RawRouteLimits>, path: FieldPath) -> 
     RouteLimits {
         max_sessions_per_subject: per_subject,
         max_sessions,
+        scope,
     }
 }
 

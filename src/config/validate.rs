@@ -211,6 +211,9 @@ pub(crate) fn validate(
         crate::config::model::DEFAULT_REVOCATION_RETAIN,
     );
     let limits = limits(&mut cx, raw.limits.as_ref(), root.key("limits"));
+    let node_id = super::cluster::node_id(&mut cx, raw.node_id.as_ref(), root.key("node_id"));
+    let cluster =
+        super::cluster::cluster(&mut cx, raw.cluster.as_ref(), &revocation, &routes, &root);
     let workers = match raw.workers {
         None => None,
         Some(n @ 1..=MAX_WORKERS) => Some(n as usize),
@@ -257,6 +260,8 @@ pub(crate) fn validate(
         workers,
         readyz,
         trusted_proxies,
+        node_id,
+        cluster,
     };
     risks::warnings(&mut cx, &config);
     Ok((config, cx.warnings))
@@ -456,13 +461,14 @@ fn revocation(cx: &mut Ctx, raw: Option<&RawRevocation>, path: FieldPath) -> Rev
                         }
                     }
                 }
-                Some(_) => {
-                    cx.err(
-                        path.key("redis_url"),
-                        "expected a redis:// or rediss:// URL",
-                    );
-                    RevocationConfig::Memory
-                }
+                // Sentinel and Cluster forms, and anything else.
+                Some(u) => match super::cluster::parse_redis_url(u) {
+                    Ok(_) => RevocationConfig::Redis(u.clone()),
+                    Err(e) => {
+                        cx.err(path.key("redis_url"), e);
+                        RevocationConfig::Memory
+                    }
+                },
                 None => RevocationConfig::Memory,
             }
         }

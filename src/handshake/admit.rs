@@ -20,7 +20,7 @@ use http::{header, HeaderName, HeaderValue};
 
 use super::Reject;
 use crate::auth::VerifiedToken;
-use crate::config::AuthMode;
+use crate::config::{AuthMode, LimitScope, RedisDown};
 use crate::gateway::Gateway;
 use crate::route::pattern::parse_request_path;
 use crate::route::require::lookup_claim;
@@ -196,8 +196,9 @@ pub fn reserve(gw: &Arc<Gateway>, route: &Route) -> Result<Slot, Reject> {
 }
 
 /// Takes a slot (unless one is held) and registers the session; the
-/// per-subject limit is checked atomically with the insert.
-pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, Reject> {
+/// per-subject limit is checked atomically with the insert, on this node
+/// and then, for `scope: cluster`, in Redis ([`cluster_place`]).
+pub async fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, Reject> {
     let slot = match r.slot {
         Some(slot) => slot,
         None => reserve(gw, r.route)?,
@@ -207,6 +208,8 @@ pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, 
         t.sub.clone().map(|sub| (iss, sub))
     });
     let token = r.token.clone();
+    let route = Arc::clone(&r.route.id);
+    let limits = r.route.cfg.limits.clone();
     let handle = Arc::new(SessionHandle::new(
         gw.registry.next_id(),
         Arc::clone(&r.route.id),
@@ -215,18 +218,25 @@ pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, 
         r.admitted,
         r.token,
     ));
-    let guard = gw
+    let cluster_subject = subject.clone();
+    // The node count is taken for both scopes: a node never holds more than
+    // the cluster may, and it still holds while Redis is away.
+    let mut guard = gw
         .registry
-        .register(
-            handle,
-            subject,
-            r.route.cfg.limits.max_sessions_per_subject,
-            slot,
-        )
+        .register(handle, subject, limits.max_sessions_per_subject, slot)
         .map_err(|e| match e {
             SlotError::Global | SlotError::Route => Reject::GlobalLimit,
             SlotError::Subject => Reject::SubjectLimit,
         })?;
+    if let (LimitScope::Cluster, Some(limit), Some((iss, sub))) = (
+        limits.scope,
+        limits.max_sessions_per_subject,
+        cluster_subject,
+    ) {
+        if let Some(place) = cluster_place(gw, &route, &iss, &sub, limit).await? {
+            guard.attach(place);
+        }
+    }
     // A revocation made between verification and registration found no
     // session to close; checking again now that the session is visible
     // leaves no gap.
@@ -234,6 +244,35 @@ pub fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionGuard, 
         return Err(Reject::Revoked);
     }
     Ok(guard)
+}
+
+/// A cluster-wide per-subject place, held by the session. When Redis cannot
+/// say, `cluster.on_redis_down` decides: `open` admits (the node count
+/// above still holds), `closed` refuses with 503.
+async fn cluster_place(
+    gw: &Gateway,
+    route: &str,
+    iss: &str,
+    sub: &str,
+    limit: u32,
+) -> Result<Option<Box<dyn Send + Sync>>, Reject> {
+    let Some(cluster) = &gw.cluster else {
+        return Ok(None);
+    };
+    match cluster.acquire(route, iss, sub, limit).await {
+        Ok(Some(lease)) => Ok(Some(Box::new(lease))),
+        Ok(None) => Err(Reject::SubjectLimit),
+        Err(e) => match cluster.on_redis_down() {
+            RedisDown::Open => {
+                tracing::debug!(error = %e, route, "cluster-wide limit unavailable; counted on this node");
+                Ok(None)
+            }
+            RedisDown::Closed => {
+                tracing::warn!(error = %e, route, "cluster-wide limit unavailable; refused (cluster.on_redis_down: closed)");
+                Err(Reject::GlobalLimit)
+            }
+        },
+    }
 }
 
 /// Judges every live session again against `snapshot` (after a reload): the

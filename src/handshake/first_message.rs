@@ -154,6 +154,7 @@ async fn connect(
             slot: pending.slot.take(),
         },
     )
+    .await
     .map_err(fail)?;
     let req = forward::upstream_request(
         forward::Forward {

@@ -271,6 +271,7 @@ async fn accept(
             slot: None,
         },
     )
+    .await
     .map_err(|r| (r, None))?;
     ctx.detail.session = Some(guard.handle().id);
     let upstream_req = forward::upstream_request(

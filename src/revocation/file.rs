@@ -81,7 +81,7 @@ impl RevocationStore for FileStore {
         }))
     }
 
-    fn add(&self, r: Revocation) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn add(&self, r: Revocation, _tag: Option<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.blocking(move |path, st| append(path, st, r)))
     }
 

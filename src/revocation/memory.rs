@@ -16,7 +16,7 @@ impl RevocationStore for MemoryStore {
         Box::pin(async { Ok(Vec::new()) })
     }
 
-    fn add(&self, _r: Revocation) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn add(&self, _r: Revocation, _tag: Option<String>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
 

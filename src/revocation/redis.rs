@@ -9,6 +9,9 @@
 //! - channel `wsgate:revocations`: every new entry is published, so all
 //!   replicas apply it within milliseconds.
 //!
+//! A published entry may carry a `tag` (the node that made it and a request
+//! id), with which every node reports how many sessions it closed.
+//!
 //! Each replica keeps its own [`super::RevocationList`]; a check never
 //! waits on Redis. The background [`RedisStore::sync`] loop subscribes, then
 //! reads every entry (catch-up: nothing published while it was away is
@@ -16,34 +19,44 @@
 //! connection is lost it keeps retrying with backoff while the replica keeps
 //! enforcing what it knows; on reconnect it catches up again and writes back
 //! the entries Redis lacks (made here while Redis was down, or lost by a
-//! Redis restart without persistence).
+//! Redis restart without persistence, or by a failover that promoted a
+//! replica before it had them). The connection is a
+//! [`crate::cluster::Link`]: after a Sentinel failover it finds the new
+//! primary, and this loop subscribes there again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{BoxFuture, Known, RevocationStore, Sink, StoreError};
 use super::{Revocation, Selector};
+use crate::cluster::link::{Link, OP_TIMEOUT};
 use crate::session::unix_now;
 
 const KEY_PREFIX: &str = "wsgate:revocation:";
 const INDEX: &str = "wsgate:revocations";
 const CHANNEL: &str = "wsgate:revocations";
-/// Bound on any single Redis round trip or connect.
-const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a quiet subscription is checked with a PING.
 const PING_EVERY: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 pub struct RedisStore {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    link: Link,
+}
+
+/// What the channel carries: the entry, and the tag of the node that made it.
+#[derive(Serialize, Deserialize)]
+struct Published {
+    #[serde(flatten)]
+    entry: Revocation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
 }
 
 /// The stable id of a selector in Redis.
@@ -58,7 +71,7 @@ async fn timed<T>(
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(OP_TIMEOUT, f).await {
-        Ok(r) => Ok(r?),
+        Ok(r) => r.map_err(|e| StoreError::Redis(e.into())),
         Err(_) => Err(StoreError::RedisUnavailable(what)),
     }
 }
@@ -66,39 +79,27 @@ async fn timed<T>(
 impl RedisStore {
     pub fn new(url: &str) -> Result<Self, StoreError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            conn: tokio::sync::Mutex::new(None),
+            link: Link::new(url)?,
         })
     }
 
-    /// The shared command connection, created on first use; it reconnects
-    /// by itself after an error.
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(OP_TIMEOUT)
-            .set_response_timeout(OP_TIMEOUT)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let c = timed(
-            "connect timed out",
-            ConnectionManager::new_with_config(self.client.clone(), cfg),
-        )
-        .await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
     /// Stores one entry with its TTL; `only_new` leaves an existing one alone.
-    async fn write(&self, r: &Revocation, only_new: bool) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        r: &Revocation,
+        only_new: bool,
+        tag: Option<String>,
+    ) -> Result<(), StoreError> {
         let ttl_ms = (r.keep_until - unix_now()).saturating_mul(1000);
         if ttl_ms <= 0 {
             return Ok(());
         }
         let json = serde_json::to_string(r).map_err(|_| StoreError::RedisUnavailable("encode"))?;
+        let message = serde_json::to_string(&Published {
+            entry: r.clone(),
+            tag,
+        })
+        .map_err(|_| StoreError::RedisUnavailable("encode"))?;
         let h = hash(&r.selector);
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -118,42 +119,30 @@ impl RedisStore {
             .arg(r.keep_until)
             .arg(&h)
             .ignore();
-        pipe.cmd("PUBLISH").arg(CHANNEL).arg(&json).ignore();
-        let mut conn = self.conn().await?;
-        timed("write timed out", pipe.query_async::<()>(&mut conn)).await
+        pipe.cmd("PUBLISH").arg(CHANNEL).arg(&message).ignore();
+        Ok(self.link.query::<()>("revocation write", &pipe).await?)
     }
 
     /// Every entry in force in Redis, with the hashes it has.
     async fn read_all(&self) -> Result<(Vec<Revocation>, HashSet<String>), StoreError> {
-        let mut conn = self.conn().await?;
         let now = unix_now();
-        timed(
-            "purge timed out",
-            redis::cmd("ZREMRANGEBYSCORE")
-                .arg(INDEX)
-                .arg("-inf")
-                .arg(now)
-                .query_async::<()>(&mut conn),
-        )
-        .await?;
-        let hashes: Vec<String> = timed(
-            "read timed out",
-            redis::cmd("ZRANGE")
-                .arg(INDEX)
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn),
-        )
-        .await?;
+        let mut purge = redis::cmd("ZREMRANGEBYSCORE");
+        purge.arg(INDEX).arg("-inf").arg(now);
+        self.link.query::<()>("revocation purge", &purge).await?;
+        let mut range = redis::cmd("ZRANGE");
+        range.arg(INDEX).arg(0).arg(-1);
+        let hashes: Vec<String> = self.link.query("revocation read", &range).await?;
         if hashes.is_empty() {
             return Ok((Vec::new(), HashSet::new()));
         }
         let keys: Vec<String> = hashes.iter().map(|h| format!("{KEY_PREFIX}{h}")).collect();
-        let values: Vec<Option<String>> = timed(
-            "read timed out",
-            redis::cmd("MGET").arg(&keys).query_async(&mut conn),
-        )
-        .await?;
+        // One GET per key in a pipeline rather than an MGET: the keys may
+        // live on different shards of a Redis Cluster.
+        let mut pipe = redis::pipe();
+        for k in &keys {
+            pipe.cmd("GET").arg(k);
+        }
+        let values: Vec<Option<String>> = self.link.query("revocation read", &pipe).await?;
         let mut entries = Vec::new();
         let mut present = HashSet::new();
         for (h, v) in hashes.into_iter().zip(values) {
@@ -176,12 +165,12 @@ impl RedisStore {
         let (entries, present) = self.read_all().await?;
         let n = entries.len();
         for r in entries {
-            sink(r);
+            sink(r, None);
         }
         let now = unix_now();
         for r in known() {
             if r.keep_until > now && !present.contains(&hash(&r.selector)) {
-                self.write(&r, true).await?;
+                self.write(&r, true, None).await?;
             }
         }
         Ok(n)
@@ -195,7 +184,7 @@ impl RedisStore {
         cancel: &CancellationToken,
         connected: &mut Option<bool>,
     ) -> Result<(), StoreError> {
-        let mut pubsub = timed("connect timed out", self.client.get_async_pubsub()).await?;
+        let mut pubsub = self.link.pubsub().await?;
         timed("subscribe timed out", pubsub.subscribe(CHANNEL)).await?;
         let n = self.catch_up(sink, known).await?;
         if *connected != Some(true) {
@@ -215,8 +204,8 @@ impl RedisStore {
                     let Some(msg) = msg else {
                         return Err(StoreError::RedisUnavailable("subscription closed"));
                     };
-                    match msg.get_payload::<String>().map(|s| serde_json::from_str::<Revocation>(&s)) {
-                        Ok(Ok(r)) => sink(r),
+                    match msg.get_payload::<String>().map(|s| serde_json::from_str::<Published>(&s)) {
+                        Ok(Ok(p)) => sink(p.entry, p.tag),
                         Ok(Err(e)) => tracing::warn!(error = %e, "unreadable revocation message skipped"),
                         Err(e) => tracing::warn!(error = %e, "unreadable revocation message skipped"),
                     }
@@ -248,22 +237,15 @@ impl RevocationStore for RedisStore {
         })
     }
 
-    fn add(&self, r: Revocation) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async move { self.write(&r, false).await })
+    fn add(&self, r: Revocation, tag: Option<String>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move { self.write(&r, false, tag).await })
     }
 
     fn purge(&self, now: i64) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let mut conn = self.conn().await?;
-            timed(
-                "purge timed out",
-                redis::cmd("ZREMRANGEBYSCORE")
-                    .arg(INDEX)
-                    .arg("-inf")
-                    .arg(now)
-                    .query_async::<()>(&mut conn),
-            )
-            .await
+            let mut purge = redis::cmd("ZREMRANGEBYSCORE");
+            purge.arg(INDEX).arg("-inf").arg(now);
+            Ok(self.link.query::<()>("revocation purge", &purge).await?)
         })
     }
 

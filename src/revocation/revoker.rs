@@ -43,8 +43,12 @@ pub enum RevokeError {
     },
 }
 
+/// Told how many sessions an entry carrying a tag closed here.
+pub type Reporter = Arc<dyn Fn(&str, usize) + Send + Sync>;
+
 pub struct Revoker {
     store: Arc<dyn RevocationStore>,
+    reporter: std::sync::OnceLock<Reporter>,
     list: Arc<RevocationList>,
     registry: Arc<Registry>,
     tasks: TaskTracker,
@@ -89,6 +93,7 @@ impl Revoker {
         tracing::info!(store = store.kind(), entries = loaded, "revocations loaded");
         Ok(Arc::new(Self {
             store,
+            reporter: std::sync::OnceLock::new(),
             list,
             registry,
             tasks: TaskTracker::new(),
@@ -100,11 +105,19 @@ impl Revoker {
         &self.list
     }
 
+    /// Sets who hears of tagged entries applied here (once, at start).
+    pub fn set_reporter(&self, reporter: Reporter) {
+        let _ = self.reporter.set(reporter);
+    }
+
     /// Starts the store's sync loop and the purge timer.
     pub fn start(self: &Arc<Self>) {
         let me = Arc::clone(self);
-        let sink: Sink = Arc::new(move |r| {
-            me.apply(r);
+        let sink: Sink = Arc::new(move |r, tag: Option<String>| {
+            let closed = me.apply(r);
+            if let (Some(tag), Some(report)) = (tag, me.reporter.get()) {
+                report(&tag, closed);
+            }
         });
         let list = Arc::clone(&self.list);
         let known: Known = Arc::new(move || list.entries());
@@ -142,12 +155,14 @@ impl Revoker {
     }
 
     /// Makes a revocation on this gateway: in force and applied at once,
-    /// then stored. Returns how many live sessions it closed.
+    /// then stored (with `tag` for the other nodes, see
+    /// [`RevocationStore::add`]). Returns how many live sessions it closed here.
     pub async fn revoke(
         self: &Arc<Self>,
         selector: Selector,
         max_leeway: Duration,
         retain: Duration,
+        tag: Option<String>,
     ) -> Result<usize, RevokeError> {
         let now = unix_now();
         let mut r = Revocation {
@@ -164,7 +179,7 @@ impl Revoker {
         // What is stored is the entry in force, merged with any older one.
         let stored = self.list.get(&r.selector).unwrap_or(r);
         self.store
-            .add(stored)
+            .add(stored, tag)
             .await
             .map_err(|source| RevokeError::NotStored { closed, source })?;
         Ok(closed)

@@ -19,8 +19,9 @@ use crate::config::RevocationConfig;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Receives entries that a store learned from elsewhere.
-pub type Sink = Arc<dyn Fn(Revocation) + Send + Sync>;
+/// Receives entries that a store learned from elsewhere, with the tag the
+/// node that made it attached (see [`RevocationStore::add`]), if any.
+pub type Sink = Arc<dyn Fn(Revocation, Option<String>) + Send + Sync>;
 
 /// Gives the entries this gateway holds, so a store can re-publish them
 /// (e.g. after Redis lost its data).
@@ -41,7 +42,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     #[error("redis revocation store: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(#[from] crate::cluster::LinkError),
     #[error("redis revocation store: {0}")]
     RedisUnavailable(&'static str),
     #[error("revocation store task failed: {0}")]
@@ -58,7 +59,9 @@ pub trait RevocationStore: Send + Sync {
 
     /// Stores (and, for a shared store, publishes) one new entry. Only
     /// returns once the entry is durable as far as this store can tell.
-    fn add(&self, r: Revocation) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// A shared store hands `tag` to the other nodes' sinks with the entry
+    /// (the cluster uses it to collect how many sessions each closed).
+    fn add(&self, r: Revocation, tag: Option<String>) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Forgets entries whose `keep_until` is at or before `now`.
     fn purge(&self, now: i64) -> BoxFuture<'_, Result<(), StoreError>>;

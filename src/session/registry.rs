@@ -66,11 +66,19 @@ pub struct SessionGuard {
     handle: Arc<SessionHandle>,
     subject: Option<SubjectKey>,
     _slot: Slot,
+    /// Held for the session's life and dropped after it is unregistered
+    /// (a cluster-wide per-subject place).
+    attached: Option<Box<dyn Send + Sync>>,
 }
 
 impl SessionGuard {
     pub fn handle(&self) -> &Arc<SessionHandle> {
         &self.handle
+    }
+
+    /// Keeps `held` until the session ends.
+    pub fn attach(&mut self, held: Box<dyn Send + Sync>) {
+        self.attached = Some(held);
     }
 }
 
@@ -184,6 +192,7 @@ impl Registry {
             handle,
             subject,
             _slot: slot,
+            attached: None,
         })
     }
 

@@ -13,6 +13,10 @@
 //!
 //! `hold` opens sessions up to each level, prints `LEVEL n ok=.. fail=..`,
 //! and waits for a line on stdin before the next level (and before exiting).
+//! With `--watch`, every held session is read: pings are answered and the
+//! unix time (ns) a close frame or EOF arrives is recorded; after the last
+//! level, stdin takes commands: `CLOSES` prints `CLOSES n [ns, ...]` (and
+//! forgets them), `QUIT` exits.
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
@@ -456,14 +460,17 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
         .filter_map(|x| x.parse().ok())
         .collect();
     let parallel: usize = args.num("parallel", 64);
+    let watch = args.has("watch");
+    let closes: Arc<std::sync::Mutex<Vec<u64>>> = Arc::default();
     let mut held: Vec<Conn> = Vec::new();
+    let mut watched = 0usize;
     let fail = Arc::new(AtomicU64::new(0));
     let stdin = io::stdin();
     for level in levels {
         let t0 = Instant::now();
         let mut i = held.len();
-        while held.len() < level {
-            let batch = (level - held.len()).min(parallel);
+        while held.len() + watched < level {
+            let batch = (level - held.len() - watched).min(parallel);
             let mut js = Vec::new();
             for _ in 0..batch {
                 let c = c.clone();
@@ -474,6 +481,10 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
             let mut failed_batch = 0;
             for j in js {
                 match j.await {
+                    Ok(Ok((conn, _))) if watch => {
+                        watched += 1;
+                        tokio::spawn(watch_closes(conn, closes.clone()));
+                    }
                     Ok(Ok((conn, _))) => held.push(conn),
                     Ok(Err(e)) => {
                         if fail.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -493,7 +504,7 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
         }
         println!(
             "LEVEL {level} ok={} fail={} secs={:.2}",
-            held.len(),
+            held.len() + watched,
             fail.load(Ordering::Relaxed),
             t0.elapsed().as_secs_f64()
         );
@@ -505,5 +516,67 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
             break;
         }
     }
+    while watch {
+        let mut line = String::new();
+        let l = tokio::task::block_in_place(|| stdin.lock().read_line(&mut line))?;
+        match line.trim() {
+            "CLOSES" => {
+                let got = std::mem::take(&mut *closes.lock().unwrap());
+                println!("CLOSES {} {}", got.len(), serde_json::json!(got));
+                io::stdout().flush()?;
+            }
+            _ if l == 0 => break,
+            "QUIT" => break,
+            _ => {}
+        }
+    }
     Ok(())
+}
+
+fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Holds one session: answers pings, records when it is closed.
+async fn watch_closes(mut conn: Conn, closes: Arc<std::sync::Mutex<Vec<u64>>>) {
+    let mut buf = vec![0u8; 256];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match conn.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+        let mut at = 0;
+        while let Some(h) = parse_header(&buf[at..filled]) {
+            if filled - at < h.header_len + h.len {
+                break;
+            }
+            let payload = buf[at + h.header_len..at + h.header_len + h.len].to_vec();
+            at += h.header_len + h.len;
+            match h.opcode {
+                OP_CLOSE => {
+                    closes.lock().unwrap().push(unix_ns());
+                    return;
+                }
+                OP_PING => {
+                    let mut pong = Vec::new();
+                    put_header(&mut pong, true, OP_PONG, payload.len(), Some([0; 4]));
+                    pong.extend_from_slice(&payload);
+                    if conn.write_all(&pong).await.is_err() {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        buf.copy_within(at..filled, 0);
+        filled -= at;
+    }
+    closes.lock().unwrap().push(unix_ns());
 }

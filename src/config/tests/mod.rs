@@ -2,6 +2,7 @@
 //! with referenced files generated in a temporary folder.
 
 mod checks;
+mod cluster;
 mod errors;
 mod files;
 mod grammar;
