@@ -3,6 +3,8 @@
 //! (see [`SessionMetrics`]) so a read's worth of relayed frames costs two
 //! atomic adds.
 
+pub mod history;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -74,6 +76,8 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     handshake_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     worker_tasks: Family<WorkerLabel, Gauge>,
+    /// The last minutes of outcomes and closes, for the admin page.
+    pub history: history::History,
 }
 
 impl Default for Metrics {
@@ -142,6 +146,7 @@ impl Metrics {
             closes,
             handshake_duration,
             worker_tasks,
+            history: history::History::default(),
         }
     }
 
@@ -158,6 +163,7 @@ impl Metrics {
     pub const NO_ROUTE: &'static str = "";
 
     pub fn handshake(&self, route: &str, outcome: Outcome, seconds: f64) {
+        self.history.handshake(history::unix_now(), outcome);
         self.handshakes
             .get_or_create(&OutcomeLabels {
                 route: route.to_owned(),
@@ -172,6 +178,7 @@ impl Metrics {
     }
 
     pub fn session_closed(&self, route: &str, reason: &'static str) {
+        self.history.closed(history::unix_now(), reason);
         self.closes
             .get_or_create(&CloseLabels {
                 route: route.to_owned(),
