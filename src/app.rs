@@ -117,6 +117,7 @@ impl App {
             cert_resolvers,
             workers,
         ));
+        crate::reload::record_config_hash(&gw);
         Ok(Self {
             gw,
             listeners,

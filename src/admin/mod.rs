@@ -93,6 +93,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/metrics") => {
             gw.metrics.set_worker_tasks(&gw.workers.loads());
+            issuers::scrape_keys(&gw);
             let mut r = Response::new(Full::new(Bytes::from(gw.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -239,11 +239,17 @@ async fn accept(
         },
         &mut parts,
     );
-    let connected = route
-        .upstreams
-        .connect(&upstream_req)
-        .await
-        .map_err(|e| (Reject::Upstream(e), None))?;
+    let connect_started = Instant::now();
+    let connected = route.upstreams.connect(&upstream_req).await;
+    gw.metrics.upstream_connect(
+        &route.id,
+        connect_started.elapsed().as_secs_f64(),
+        connected
+            .as_ref()
+            .err()
+            .map(crate::upstream::UpstreamError::kind),
+    );
+    let connected = connected.map_err(|e| (Reject::Upstream(e), None))?;
 
     let protocol = match (&connected.protocol, &found) {
         (Some(p), _) => Some(p.clone()),
