@@ -96,7 +96,16 @@ async fn the_metrics_people_look_for_are_exposed() {
     std::fs::write(gw.config_path(), "listeners: [").expect("break the config");
     assert_eq!(gw.admin("POST", "/admin/reload", None).await.status, 400);
 
-    let (_, text) = scrape(&gw).await;
+    // A session that ends, so every family the dashboard queries has a series.
+    drop(ws);
+    let deadline = Instant::now() + support::WAIT;
+    let text = loop {
+        let (_, text) = scrape(&gw).await;
+        if text.contains("wsgate_session_closes_total{") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let version = env!("CARGO_PKG_VERSION");
     for series in [
         format!("wsgate_build_info{{version=\"{version}\"}} 1"),
@@ -124,5 +133,40 @@ async fn the_metrics_people_look_for_are_exposed() {
         value(&text, "process_open_fds").is_some_and(|n| n >= 4.0),
         "{text}"
     );
-    drop(ws);
+    every_dashboard_metric_is_exposed(&text);
+}
+
+/// The Grafana dashboard queries only metrics the gateway exposes.
+fn every_dashboard_metric_is_exposed(scrape: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/wsgate.json");
+    let dashboard = std::fs::read_to_string(path).expect("dashboard JSON");
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter_map(|t| t["expr"].as_str())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    for expr in exprs {
+        for (i, _) in expr
+            .match_indices("wsgate_")
+            .chain(expr.match_indices("process_"))
+        {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Histograms are queried by their `_bucket` series; scrape-time
+            // families (key fetches) have their `# TYPE` line even when empty.
+            let family = name.trim_end_matches("_bucket").trim_end_matches("_total");
+            assert!(
+                scrape.contains(&format!("{name}{{"))
+                    || scrape.contains(&format!("{name} "))
+                    || scrape.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which /metrics does not expose"
+            );
+        }
+    }
 }
