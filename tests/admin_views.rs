@@ -25,11 +25,20 @@ async fn sessions_carry_live_traffic_age_and_time_to_expiry() {
     let (_up, gw) = start().await;
     let mut ws = gw.session("/echo", &token("alice", json!({}))).await;
     roundtrip(&mut ws, "hello, world").await;
-    let r = gw.admin("GET", "/admin/sessions", None).await;
-    assert_eq!(r.status, 200);
-    let list = parse(&r.body);
+    // `session` sent "ping" once; then one more message each way. The relay
+    // counts a frame just after passing it on, so the echo may reach the
+    // client a moment before its count: poll.
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    let list = loop {
+        let r = gw.admin("GET", "/admin/sessions", None).await;
+        assert_eq!(r.status, 200);
+        let list = parse(&r.body);
+        if list[0]["messages_to_client"] == 2 || tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let s = &list[0];
-    // `session` sent "ping" once; then one more message each way.
     assert_eq!(s["messages_to_upstream"], 2, "{s}");
     assert_eq!(s["messages_to_client"], 2, "{s}");
     assert_eq!(s["bytes_to_upstream"], 4 + 12, "{s}");

@@ -166,12 +166,18 @@ def drive_the_page(browser, gateway, alice, bob, carol):
         harness.refused(gateway.ws_url("/chat"), mint(claims(iss=ISS), "x" * 64, "HS256"))
     harness.refused(gateway.ws_url("/nowhere"), token("dave", "jti-dave"))
 
-    sessions = json.loads(urllib.request.urlopen(urllib.request.Request(
-        gateway.admin_url("/admin/sessions"),
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}), timeout=10).read())
-    ids = {s["sub"]: s["id"] for s in sessions}
+    def sessions():
+        return json.loads(urllib.request.urlopen(urllib.request.Request(
+            gateway.admin_url("/admin/sessions"),
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}), timeout=10).read())
+
+    # The relay counts a frame just after passing it on: poll for the counts.
+    listed = harness.wait_for(
+        lambda: (lambda ss: ss if all(s["messages_to_upstream"] == 1 and s["bytes_to_client"] == 5
+                                      for s in ss) else None)(sessions()),
+        what="the sessions' traffic counts")
+    ids = {s["sub"]: s["id"] for s in listed}
     assert set(ids) == {"alice", "bob", "carol"}
-    assert all(s["messages_to_upstream"] == 1 and s["bytes_to_client"] == 5 for s in sessions)
 
     tab = Tab(browser, gateway.admin_url("/"))
     try:
