@@ -34,6 +34,8 @@ pub struct Gateway {
     pub cert_resolvers: Vec<Option<Arc<CertResolver>>>,
     /// The threads connections and sessions run on.
     pub workers: Workers,
+    /// OpenTelemetry export, set once at start when the config has `tracing:`.
+    pub tracer: std::sync::OnceLock<crate::telemetry::trace::Tracer>,
     listeners_up: AtomicBool,
 }
 
@@ -56,6 +58,7 @@ impl Gateway {
             sessions: TaskTracker::new(),
             cert_resolvers,
             workers,
+            tracer: std::sync::OnceLock::new(),
             listeners_up: AtomicBool::new(false),
         }
     }

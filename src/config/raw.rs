@@ -26,6 +26,16 @@ pub struct RawConfig {
     pub demo: Option<RawDemo>,
     pub workers: Option<u64>,
     pub readyz: Option<String>,
+    pub tracing: Option<RawTracing>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub trust_traceparent: Option<bool>,
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

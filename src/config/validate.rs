@@ -233,6 +233,10 @@ pub(crate) fn validate(
             Readiness::AllIssuers
         }
     };
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing(&mut cx, t, root.key("tracing")));
     risks::cookie_needs_origins(&mut cx, raw, &token_sources);
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -251,6 +255,7 @@ pub(crate) fn validate(
         demo,
         workers,
         readyz,
+        tracing,
     };
     risks::warnings(&mut cx, &config);
     Ok((config, cx.warnings))

@@ -77,6 +77,7 @@ pub async fn run<C>(
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
+    let started_wall = std::time::SystemTime::now();
     let reason = pump::run(
         client,
         &mut connected.io,
@@ -92,6 +93,17 @@ pub async fn run<C>(
     let to_client = reason.to_client();
     let to_upstream = reason.to_upstream();
     let [msgs_up, bytes_up, msgs_down, bytes_down] = handle.tally.snapshot();
+    if let (Some(tracer), Some(parent)) = (gw.tracer.get(), handle.traceparent.get()) {
+        let end = crate::telemetry::trace::SessionEnd {
+            route: &route.id,
+            session: handle.id,
+            reason: reason.metric_label(),
+            client_code: to_client.as_ref().map(|c| c.code),
+            upstream_code: to_upstream.as_ref().map(|c| c.code),
+            traffic: [msgs_up, bytes_up, msgs_down, bytes_down],
+        };
+        tracer.session_ended(parent, started_wall, &end);
+    }
     tracing::info!(
         route = %route.id, session = handle.id, remote = %handle.remote_addr,
         duration_ms = started.elapsed().as_millis() as u64,

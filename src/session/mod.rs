@@ -57,6 +57,8 @@ pub struct SessionHandle {
     reason: Mutex<Option<CloseReason>>,
     /// Messages and bytes relayed so far, each way (the admin API reads it live).
     pub tally: Tally,
+    /// The `traceparent` of the handshake's span, when traces are on.
+    pub traceparent: std::sync::OnceLock<String>,
 }
 
 impl SessionHandle {
@@ -82,6 +84,7 @@ impl SessionHandle {
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
             tally: Tally::default(),
+            traceparent: std::sync::OnceLock::new(),
         }
     }
 
