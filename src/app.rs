@@ -141,6 +141,16 @@ impl App {
             )
             .with_cluster(cluster),
         );
+        crate::reload::record_config_hash(&gw);
+        if let Some(cfg) = gw.snapshot.load().config.tracing.clone() {
+            // A collector that cannot be set up costs the traces, not the gateway.
+            match crate::telemetry::trace::Tracer::start(&cfg) {
+                Ok(tracer) => {
+                    let _ = gw.tracer.set(tracer);
+                }
+                Err(e) => tracing::error!(error = %e, "traces disabled"),
+            }
+        }
         Ok(Self {
             gw,
             listeners,

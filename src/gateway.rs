@@ -45,6 +45,8 @@ pub struct Gateway {
     pub workers: Workers,
     /// The replica set on the shared Redis (`store: redis` only).
     pub cluster: Option<Arc<Cluster>>,
+    /// OpenTelemetry export, set once at start when the config has `tracing:`.
+    pub tracer: std::sync::OnceLock<crate::telemetry::trace::Tracer>,
     listeners_up: AtomicBool,
 }
 
@@ -70,6 +72,7 @@ impl Gateway {
             cert_resolvers,
             workers,
             cluster: None,
+            tracer: std::sync::OnceLock::new(),
             listeners_up: AtomicBool::new(false),
         }
     }

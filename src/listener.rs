@@ -72,6 +72,9 @@ pub async fn serve(
         let settings = settings.clone();
         let cancel = cancel.clone();
         let task = conns.track_future(async move {
+            // Until the connection's task ends: its upgrade hands the
+            // session to a task of its own.
+            let _pending = gw.metrics.pending();
             let mut tcp = match into_tokio(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {

@@ -3,6 +3,10 @@
 //! (see [`SessionMetrics`]) so a read's worth of relayed frames costs two
 //! atomic adds.
 
+pub mod history;
+pub mod process;
+pub mod scrape;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -59,6 +63,28 @@ struct WorkerLabel {
     worker: u32,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamErrorLabels {
+    route: String,
+    /// `refused`, `unreachable`, `timeout`, `tls`, `status`, `protocol`.
+    kind: &'static str,
+}
+
+fn connect_histogram() -> Histogram {
+    // 500µs .. ~16s: a loopback upstream up to a connect timeout.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 fn handshake_histogram() -> Histogram {
     // 100µs .. ~6.5s: covers a cached-token handshake and a slow upstream.
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -74,6 +100,14 @@ pub struct Metrics {
     closes: Family<CloseLabels, Counter>,
     handshake_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     worker_tasks: Family<WorkerLabel, Gauge>,
+    /// The last minutes of outcomes and closes, for the admin page.
+    pub history: history::History,
+    reloads: Family<ReloadLabel, Counter>,
+    upstream_connect: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    upstream_errors: Family<UpstreamErrorLabels, Counter>,
+    pending: Gauge,
+    pings: Family<RouteLabel, Counter>,
+    scrape: scrape::ScrapeCollector,
 }
 
 impl Default for Metrics {
@@ -133,6 +167,52 @@ impl Metrics {
             "Live tasks (connections and sessions) per I/O worker thread",
             worker_tasks.clone(),
         );
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "wsgate_build_info",
+            "The running wsgate's version (value 1)",
+            build_info,
+        );
+        let reloads = Family::<ReloadLabel, Counter>::default();
+        registry.register(
+            "wsgate_reloads",
+            "Config reloads (SIGHUP or admin API) by outcome: ok, error",
+            reloads.clone(),
+        );
+        let upstream_connect =
+            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                connect_histogram,
+            );
+        registry.register(
+            "wsgate_upstream_connect_duration_seconds",
+            "Time to connect to the route's upstream and complete its WebSocket handshake",
+            upstream_connect.clone(),
+        );
+        let upstream_errors = Family::<UpstreamErrorLabels, Counter>::default();
+        registry.register(
+            "wsgate_upstream_errors",
+            "Failed upstream connections by route and kind",
+            upstream_errors.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "wsgate_pending_connections",
+            "Connections accepted that are not yet a session (TLS, HTTP head, handshake)",
+            pending.clone(),
+        );
+        let pings = Family::<RouteLabel, Counter>::default();
+        registry.register(
+            "wsgate_pings",
+            "Keepalive pings sent by the gateway",
+            pings.clone(),
+        );
+        let scrape = scrape::ScrapeCollector::default();
+        registry.register_collector(Box::new(scrape.clone()));
         Self {
             registry,
             sessions_active,
@@ -142,7 +222,63 @@ impl Metrics {
             closes,
             handshake_duration,
             worker_tasks,
+            history: history::History::default(),
+            reloads,
+            upstream_connect,
+            upstream_errors,
+            pending,
+            pings,
+            scrape,
         }
+    }
+
+    /// Counts a reload attempt.
+    pub fn reloaded(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabel { outcome }).inc();
+    }
+
+    /// Records one upstream connection attempt of `route`: its duration,
+    /// and on failure its kind.
+    pub fn upstream_connect(&self, route: &str, seconds: f64, error: Option<&'static str>) {
+        self.upstream_connect
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+        if let Some(kind) = error {
+            self.upstream_errors
+                .get_or_create(&UpstreamErrorLabels {
+                    route: route.to_owned(),
+                    kind,
+                })
+                .inc();
+        }
+    }
+
+    /// Counts one keepalive ping sent on a session of `route`.
+    pub fn ping_sent(&self, route: &str) {
+        self.pings
+            .get_or_create(&RouteLabel {
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Marks a connection as pending until the guard is dropped.
+    pub fn pending(&self) -> PendingGuard {
+        self.pending.inc();
+        PendingGuard(self.pending.clone())
+    }
+
+    /// Hands over the scrape-time figures of the issuers.
+    pub fn set_issuer_keys(&self, issuers: Vec<scrape::IssuerKeys>) {
+        self.scrape.state.lock().issuers = issuers;
+    }
+
+    /// Records the hash of the config now in force.
+    pub fn set_config_hash(&self, hash: String) {
+        self.scrape.state.lock().config_hash = hash;
     }
 
     /// Sets `wsgate_worker_tasks` from a snapshot taken at scrape time.
@@ -158,6 +294,7 @@ impl Metrics {
     pub const NO_ROUTE: &'static str = "";
 
     pub fn handshake(&self, route: &str, outcome: Outcome, seconds: f64) {
+        self.history.handshake(history::unix_now(), outcome);
         self.handshakes
             .get_or_create(&OutcomeLabels {
                 route: route.to_owned(),
@@ -172,6 +309,7 @@ impl Metrics {
     }
 
     pub fn session_closed(&self, route: &str, reason: &'static str) {
+        self.history.closed(history::unix_now(), reason);
         self.closes
             .get_or_create(&CloseLabels {
                 route: route.to_owned(),
@@ -207,6 +345,15 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Holds one count of `wsgate_pending_connections`.
+pub struct PendingGuard(Gauge);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

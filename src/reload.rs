@@ -24,8 +24,31 @@ pub enum ReloadError {
     Build(#[from] BuildError),
 }
 
-/// Applies the config file again; returns a one-line summary.
+/// Applies the config file again; returns a one-line summary. Counted in
+/// `wsgate_reloads_total`; a config put in force updates `wsgate_config_info`.
 pub async fn reload(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
+    let result = apply(gw).await;
+    gw.metrics.reloaded(result.is_ok());
+    if result.is_ok() {
+        record_config_hash(gw);
+    }
+    result
+}
+
+/// Sets `wsgate_config_info{hash}` from the config file in force. Read
+/// after the load: a file rewritten in between shows its newer hash, which
+/// the next reload puts in force anyway.
+pub fn record_config_hash(gw: &Gateway) {
+    let path = gw.snapshot.load().config.source.clone();
+    match std::fs::read(&path) {
+        Ok(bytes) => gw
+            .metrics
+            .set_config_hash(crate::metrics::scrape::short_hash(&bytes)),
+        Err(e) => tracing::debug!(error = %e, "config file unreadable for its hash"),
+    }
+}
+
+async fn apply(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     let old = gw.snapshot.load_full();
     let checked = config::load_checked(&old.config.source)?;
     for w in &checked.warnings {

@@ -2,6 +2,8 @@
 //! log: code logs the `jti` or the fingerprint of [`crate::auth`], never the
 //! token itself.
 
+pub mod trace;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};

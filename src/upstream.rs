@@ -53,6 +53,18 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The `kind` label of `wsgate_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Refused { .. } => "refused",
+            UpstreamError::Unreachable { .. } => "unreachable",
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Tls { .. } => "tls",
+            UpstreamError::Status { .. } => "status",
+            UpstreamError::Protocol { .. } => "protocol",
+        }
+    }
+
     /// The status the client receives (the CONTRACT's handshake table).
     pub fn status(&self) -> StatusCode {
         match self {

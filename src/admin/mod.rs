@@ -2,8 +2,12 @@
 //! `/admin/*` API behind the admin bearer token (compared in constant time).
 //!
 //! - [`sessions`]: list and kill live sessions;
-//! - [`revocations`]: create and list revocations, and `POST /admin/reload`.
+//! - [`revocations`]: create and list revocations, and `POST /admin/reload`;
+//! - [`issuers`]: issuers' key status and the recent outcome history;
+//! - [`page`]: the admin page at `/`, which calls the above.
 
+mod issuers;
+mod page;
 mod revocations;
 mod sessions;
 
@@ -72,6 +76,11 @@ pub async fn serve(
 async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    if method == Method::GET {
+        if let Some(file) = page::asset(&path) {
+            return file;
+        }
+    }
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
@@ -84,6 +93,7 @@ async fn route(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/metrics") => {
             gw.metrics.set_worker_tasks(&gw.workers.loads());
+            issuers::scrape_keys(&gw);
             let mut r = Response::new(Full::new(Bytes::from(gw.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -119,6 +129,8 @@ async fn admin(
         (&Method::GET, ["sessions"]) => sessions::list(&gw, req.uri().query()).await,
         (&Method::DELETE, ["sessions", id]) => sessions::kill(&gw, id).await,
         (&Method::GET, ["revocations"]) => revocations::list(&gw),
+        (&Method::GET, ["issuers"]) => issuers::list(&gw),
+        (&Method::GET, ["history"]) => issuers::history(&gw),
         (&Method::POST, ["revocations"]) => match read_body(req).await {
             Ok(body) => revocations::create(&gw, body).await,
             Err(r) => r,

@@ -137,6 +137,11 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// The `kid` of each key, in order (for the admin API).
+    pub fn kids(&self) -> Vec<Option<String>> {
+        self.keys.iter().map(|k| k.kid.clone()).collect()
+    }
+
     /// An HS* shared secret, used as written (bytes of the string).
     pub fn from_secret(secret: &str) -> Result<Self, KeyError> {
         if secret.is_empty() {

@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod keys;
 pub mod remote;
 pub mod sources;
+pub mod status;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -146,6 +147,8 @@ pub struct Authenticator {
     /// The refreshers this authenticator started (a reload may hand some of
     /// them on to the next one, see [`RemoteSource`]).
     tasks: TaskTracker,
+    /// Unix seconds at which local key sets were loaded (for their age).
+    built_at: i64,
 }
 
 struct IssuerEntry {
@@ -304,6 +307,7 @@ impl Authenticator {
             issuers: entries,
             cache: cache::VerifyCache::new(CACHE_CAPACITY, CACHE_TTL),
             tasks,
+            built_at: unix_now(),
         }))
     }
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fetch::{self, FetchError, Fetcher};
 use super::keys::KeySet;
+use super::status::FetchLog;
 use super::AuthSetupError;
 use crate::config::{IssuerConfig, KeySource};
 
@@ -75,6 +76,8 @@ pub struct RemoteKeys {
     /// Counts attempts, so a caller that waited on the lock can tell that a
     /// fetch happened meanwhile and need not start another.
     attempts: AtomicU64,
+    /// Outcomes and schedule, for the admin API and the metrics.
+    log: FetchLog,
 }
 
 impl RemoteKeys {
@@ -95,7 +98,13 @@ impl RemoteKeys {
             discovered: parking_lot::Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(None),
             attempts: AtomicU64::new(0),
+            log: FetchLog::default(),
         }
+    }
+
+    /// How fetching this set goes.
+    pub fn log(&self) -> &FetchLog {
+        &self.log
     }
 
     /// The last good set, if any fetch ever succeeded.
@@ -159,6 +168,8 @@ impl RemoteKeys {
                     delay
                 }
             };
+            self.log
+                .scheduled(super::unix_now().saturating_add(next.as_secs() as i64));
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(next) => {}
@@ -166,8 +177,17 @@ impl RemoteKeys {
         }
     }
 
-    /// One fetch; stores the set on success and returns when to refresh.
+    /// One fetch, logged; stores the set on success and returns when to refresh.
     async fn fetch_once(&self) -> Result<Duration, FetchError> {
+        let result = self.fetch_set().await;
+        match &result {
+            Ok(_) => self.log.succeeded(super::unix_now()),
+            Err(e) => self.log.failed(super::unix_now(), e),
+        }
+        result
+    }
+
+    async fn fetch_set(&self) -> Result<Duration, FetchError> {
         let url = self.jwks_url().await?;
         let fetched = match self.fetcher.get(&url).await {
             Ok(f) => f,

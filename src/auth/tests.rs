@@ -370,6 +370,20 @@ async fn last_good_set_survives_garbage_and_outages() {
         assert!(a.verify(&fresh, None).await.is_ok());
     }
     assert!(a.verify(&k1, None).await.is_ok());
+    // The admin API and the metrics see the kept set and the failures.
+    let status = &a.status()[0];
+    assert_eq!(status.source, "jwks_url");
+    assert_eq!(status.kids, vec![Some("k1".to_owned())]);
+    assert_eq!(
+        (status.fetches_ok, status.fetches_failed),
+        (Some(1), Some(3))
+    );
+    let fetch = status.fetch.as_ref().unwrap();
+    assert!(fetch
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains("500")));
+    assert!(status.loaded_at.is_some() && fetch.next_refresh.is_some());
 }
 
 #[tokio::test]

@@ -78,8 +78,10 @@ fn request_id() -> String {
 /// One session as `GET /admin/sessions` shows it. With a node, the id is
 /// qualified by it (`<node>:<n>`) so a DELETE on any node is unambiguous.
 pub fn session_json(s: &SessionHandle, node: Option<&str>) -> Value {
+    let now = crate::session::unix_now();
     let t = s.token();
     let t = t.as_deref();
+    let [msgs_up, bytes_up, msgs_down, bytes_down] = s.tally.snapshot();
     let mut v = json!({
         "id": match node {
             Some(n) => format!("{n}:{}", s.id),
@@ -92,6 +94,14 @@ pub fn session_json(s: &SessionHandle, node: Option<&str>) -> Value {
         "remote_addr": s.remote_addr.to_string(),
         "connected_at": s.connected_at,
         "expires_at": s.expires_at(),
+        // Extensions for the admin page: derived times and live traffic.
+        "issuer_id": t.map(|t| t.issuer_id.as_str()),
+        "age_seconds": now - s.connected_at,
+        "expires_in_seconds": s.expires_at().map(|e| e - now),
+        "messages_to_upstream": msgs_up,
+        "bytes_to_upstream": bytes_up,
+        "messages_to_client": msgs_down,
+        "bytes_to_client": bytes_down,
     });
     if let (Some(n), Some(map)) = (node, v.as_object_mut()) {
         map.insert("node".into(), json!(n));

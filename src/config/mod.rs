@@ -17,6 +17,7 @@ pub mod model;
 mod raw;
 mod risks;
 mod routes;
+mod tracing;
 pub mod units;
 mod upstream;
 mod validate;

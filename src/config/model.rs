@@ -43,6 +43,21 @@ pub struct Config {
     pub trusted_proxies: Vec<crate::client_addr::Cidr>,
     /// Extension (`readyz`): what `/readyz` requires of the issuers' keys.
     pub readyz: Readiness,
+    /// Extension (`tracing`): OpenTelemetry export; `None`: no traces.
+    /// Read at start only.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `tracing:` in the config, see [`crate::telemetry::trace`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base address; spans go to `/v1/traces`.
+    pub otlp_endpoint: String,
+    /// Share of new traces sampled (a trusted client's decision wins).
+    pub sample_ratio: f64,
+    /// Continue the trace of a client's `traceparent` header.
+    pub trust_traceparent: bool,
+    pub service_name: String,
 }
 
 /// What `/readyz` requires of the issuers' keys (`readyz:` in the config).

@@ -31,12 +31,22 @@ pub struct RawConfig {
     pub node_id: Option<String>,
     /// Extension: how the replica set behaves when Redis is unreachable.
     pub cluster: Option<RawCluster>,
+    pub tracing: Option<RawTracing>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub on_redis_down: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    pub otlp_endpoint: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub trust_traceparent: Option<bool>,
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -236,6 +236,10 @@ pub(crate) fn validate(
             Readiness::AllIssuers
         }
     };
+    let tracing = raw
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing(&mut cx, t, root.key("tracing")));
     risks::cookie_needs_origins(&mut cx, raw, &token_sources);
     let trusted_proxies = super::listeners::trusted_proxies(
         &mut cx,
@@ -262,6 +266,7 @@ pub(crate) fn validate(
         trusted_proxies,
         node_id,
         cluster,
+        tracing,
     };
     risks::warnings(&mut cx, &config);
     Ok((config, cx.warnings))

@@ -168,11 +168,17 @@ async fn connect(
         },
         &mut pending.parts,
     );
-    let connected = route
-        .upstreams
-        .connect(&req)
-        .await
-        .map_err(|e| fail(Reject::Upstream(e)))?;
+    let connect_started = tokio::time::Instant::now();
+    let connected = route.upstreams.connect(&req).await;
+    gw.metrics.upstream_connect(
+        &route.id,
+        connect_started.elapsed().as_secs_f64(),
+        connected
+            .as_ref()
+            .err()
+            .map(crate::upstream::UpstreamError::kind),
+    );
+    let connected = connected.map_err(|e| fail(Reject::Upstream(e)))?;
     Ok((guard, connected, token))
 }
 

@@ -68,18 +68,29 @@ pub async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let trace = gw
+        .tracer
+        .get()
+        .map(|t| t.handshake(req.headers(), std::time::SystemTime::now()));
     let (parts, _body) = req.into_parts();
     let snapshot = gw.snapshot.load_full();
 
-    let mut ctx = Ctx::default();
+    let mut ctx = Ctx {
+        traceparent: trace.as_ref().and_then(|t| t.header()),
+        ..Ctx::default()
+    };
     let result = accept(&gw, &snapshot, &conn, parts, on_upgrade, &mut ctx).await;
     let route_id = ctx.route.as_ref().map_or("", |r| &*r.id);
     let token = ctx.token.as_deref();
     match result {
         // The first-message task records the handshake once it is decided.
-        Ok(resp) if ctx.deferred => resp,
+        Ok(resp) if ctx.deferred => {
+            end_trace(trace, &ctx, route_id, "first_message", 101, None);
+            resp
+        }
         Ok(resp) => {
             record(&gw, route_id, &conn, token, Ok(()), started, &ctx.detail);
+            end_trace(trace, &ctx, route_id, "ok", 101, None);
             resp
         }
         Err((reject, on_upgrade)) => {
@@ -92,9 +103,42 @@ pub async fn handle(
                 started,
                 &ctx.detail,
             );
+            let outcome = format!("{:?}", reject.outcome());
+            let status = reject.status().as_u16();
+            end_trace(
+                trace,
+                &ctx,
+                route_id,
+                &outcome,
+                status,
+                Some(reject.to_string()),
+            );
             refuse(&gw, &ctx, reject, on_upgrade)
         }
     }
+}
+
+/// Ends the handshake's span, when traces are on.
+fn end_trace(
+    trace: Option<crate::telemetry::trace::HandshakeSpan>,
+    ctx: &Ctx,
+    route: &str,
+    outcome: &str,
+    status: u16,
+    error: Option<String>,
+) {
+    let Some(span) = trace else {
+        return;
+    };
+    span.end(&crate::telemetry::trace::HandshakeOutcome {
+        route,
+        outcome,
+        status,
+        issuer: ctx.token.as_deref().map(|t| t.issuer_id.as_str()),
+        admission_seconds: ctx.admission_seconds,
+        upstream_connect_seconds: ctx.connect_seconds,
+        error,
+    });
 }
 
 /// The single place a handshake's outcome is counted and logged, whether it
@@ -159,6 +203,12 @@ struct Ctx {
     offered: Vec<String>,
     /// The first-message task counts and logs the handshake itself.
     deferred: bool,
+    /// The handshake span's `traceparent`, sent upstream (traces on).
+    traceparent: Option<HeaderValue>,
+    /// Time spent in admission (verify, revocation, rules), for the trace.
+    admission_seconds: Option<f64>,
+    /// Time spent connecting to the upstream, for the trace.
+    connect_seconds: Option<f64>,
 }
 
 type Refusal = (Reject, Option<OnUpgrade>);
@@ -253,7 +303,10 @@ async fn accept(
         origins: &admitted.origins,
         credential,
     };
-    let admission = match admit::admit(gw, snapshot, attempt).await {
+    let admit_started = Instant::now();
+    let admitted_or_not = admit::admit(gw, snapshot, attempt).await;
+    ctx.admission_seconds = Some(admit_started.elapsed().as_secs_f64());
+    let admission = match admitted_or_not {
         Ok(a) => a,
         Err(r) => return Err((r, on_upgrade)),
     };
@@ -274,7 +327,7 @@ async fn accept(
     .await
     .map_err(|r| (r, None))?;
     ctx.detail.session = Some(guard.handle().id);
-    let upstream_req = forward::upstream_request(
+    let mut upstream_req = forward::upstream_request(
         forward::Forward {
             route: &route,
             params: &params,
@@ -286,11 +339,32 @@ async fn accept(
         },
         &mut parts,
     );
-    let connected = route
-        .upstreams
-        .connect(&upstream_req)
-        .await
-        .map_err(|e| (Reject::Upstream(e), None))?;
+    if let Some(tp) = &ctx.traceparent {
+        // The gateway's span is the upstream's parent: a client's own
+        // trace headers (trusted or not) do not go on.
+        upstream_req
+            .headers
+            .retain(|(n, _)| n.as_str() != "traceparent" && n.as_str() != "tracestate");
+        upstream_req
+            .headers
+            .push((http::HeaderName::from_static("traceparent"), tp.clone()));
+        if let Ok(tp) = tp.to_str() {
+            let _ = guard.handle().traceparent.set(tp.to_owned());
+        }
+    }
+    let connect_started = Instant::now();
+    let connected = route.upstreams.connect(&upstream_req).await;
+    let connect_seconds = connect_started.elapsed().as_secs_f64();
+    ctx.connect_seconds = Some(connect_seconds);
+    gw.metrics.upstream_connect(
+        &route.id,
+        connect_seconds,
+        connected
+            .as_ref()
+            .err()
+            .map(crate::upstream::UpstreamError::kind),
+    );
+    let connected = connected.map_err(|e| (Reject::Upstream(e), None))?;
     ctx.detail.upstream = Some(connected.url.to_string());
 
     let protocol = match (&connected.protocol, &found) {

@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::gateway::Gateway;
 use crate::proxy::client_io::close_client;
 use crate::proxy::pump::{self, PumpSettings};
-use crate::proxy::relay::{Interceptor, Tally};
+use crate::proxy::relay::Interceptor;
 use crate::session::SessionGuard;
 use crate::snapshot::Route;
 use crate::upstream::Connected;
@@ -77,14 +77,14 @@ pub async fn run<C>(
         handle.close(crate::session::CloseReason::Shutdown);
     }
     let started = tokio::time::Instant::now();
-    let tally = Tally::default();
+    let started_wall = std::time::SystemTime::now();
     let reason = pump::run(
         client,
         &mut connected.io,
         &handle,
         &settings,
         &metrics,
-        &tally,
+        &handle.tally,
         interceptor.as_deref(),
     )
     .await;
@@ -92,7 +92,18 @@ pub async fn run<C>(
     gw.metrics.session_closed(&route.id, reason.metric_label());
     let to_client = reason.to_client();
     let to_upstream = reason.to_upstream();
-    let [msgs_up, bytes_up, msgs_down, bytes_down] = tally.snapshot();
+    let [msgs_up, bytes_up, msgs_down, bytes_down] = handle.tally.snapshot();
+    if let (Some(tracer), Some(parent)) = (gw.tracer.get(), handle.traceparent.get()) {
+        let end = crate::telemetry::trace::SessionEnd {
+            route: &route.id,
+            session: handle.id,
+            reason: reason.metric_label(),
+            client_code: to_client.as_ref().map(|c| c.code),
+            upstream_code: to_upstream.as_ref().map(|c| c.code),
+            traffic: [msgs_up, bytes_up, msgs_down, bytes_down],
+        };
+        tracer.session_ended(parent, started_wall, &end);
+    }
     tracing::info!(
         route = %route.id, session = handle.id, remote = %handle.remote_addr,
         path = %handle.admitted.path, host = handle.admitted.host.as_deref().unwrap_or(""),

@@ -8,6 +8,7 @@
 
 pub mod close;
 pub mod registry;
+pub mod tally;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::VerifiedToken;
 pub use close::{CloseFrame, CloseReason, Side};
 pub use registry::{Registry, SessionGuard, SlotError};
+pub use tally::Tally;
 
 pub type SessionId = u64;
 
@@ -53,6 +55,10 @@ pub struct SessionHandle {
     cancel: CancellationToken,
     /// Set once, by whoever ends the session first.
     reason: Mutex<Option<CloseReason>>,
+    /// Messages and bytes relayed so far, each way (the admin API reads it live).
+    pub tally: Tally,
+    /// The `traceparent` of the handshake's span, when traces are on.
+    pub traceparent: std::sync::OnceLock<String>,
 }
 
 impl SessionHandle {
@@ -77,6 +83,8 @@ impl SessionHandle {
             deadline_moved: Notify::new(),
             cancel: CancellationToken::new(),
             reason: Mutex::new(None),
+            tally: Tally::default(),
+            traceparent: std::sync::OnceLock::new(),
         }
     }
 
