@@ -13,6 +13,8 @@
 //! - [`route`]: the route table (host/path patterns), the `require` rule engine
 //!   and the `{claims.x}` / `{param}` templates. Pure functions.
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
+//! - [`plain`]: plain HTTP requests on `http: proxy` routes, admitted like
+//!   a handshake and proxied with a pooled client.
 //! - [`upstream`]: choosing and connecting an upstream.
 //! - [`proxy`]: the frame pump between the two and the session task.
 //! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
@@ -41,6 +43,7 @@ pub mod handshake;
 pub mod io;
 pub mod listener;
 pub mod metrics;
+pub mod plain;
 pub mod proxy;
 pub mod reload;
 pub mod revocation;

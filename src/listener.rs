@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateway;
-use crate::handshake::{self, ConnInfo};
+use crate::handshake::ConnInfo;
 
 // Request heads above this size get 431 (hyper's buffer limit catches the
 // gross cases, `handshake` the exact one); a JWT plus ordinary headers fits.
@@ -116,7 +116,7 @@ async fn serve_http<S>(
     let svc = service_fn(move |req| {
         let gw = Arc::clone(&gw);
         let info = info.clone();
-        async move { Ok::<_, std::convert::Infallible>(handshake::handle(gw, info, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(crate::plain::serve(gw, info, req).await) }
     });
     let mut builder = http1::Builder::new();
     builder

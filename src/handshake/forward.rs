@@ -159,6 +159,7 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         path_and_query: format!("{path}{query}"),
         subprotocols,
         headers,
+        affinity: None,
     }
 }
 
