@@ -46,7 +46,8 @@ async fn upstream() -> io::Result<()> {
         tokio::spawn(async move {
             let mut buf = Vec::with_capacity(4096);
             let mut chunk = [0u8; 4096];
-            const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
+            const ANSWER: &[u8] =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok";
             loop {
                 let n = match s.read(&mut chunk).await {
                     Ok(0) | Err(_) => return,
@@ -80,13 +81,17 @@ impl Drop for Procs {
 fn openssl(args: &[&str]) -> io::Result<()> {
     let o = Command::new("openssl").args(args).output()?;
     if !o.status.success() {
-        return Err(io::Error::other(String::from_utf8_lossy(&o.stderr).into_owned()));
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        ));
     }
     Ok(())
 }
 
 fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn wait_port(addr: &str) -> io::Result<()> {
@@ -105,17 +110,50 @@ fn run(args: &Args) -> io::Result<()> {
     let rounds: usize = args.num("rounds", 3);
     let work = PathBuf::from(args.get("work").unwrap_or("bench/work/http"));
     let wsgate = args.get("wsgate").unwrap_or("bench/work/wsgate").to_owned();
-    let haproxy = args.get("haproxy").unwrap_or("/usr/sbin/haproxy").to_owned();
+    let haproxy = args
+        .get("haproxy")
+        .unwrap_or("/usr/sbin/haproxy")
+        .to_owned();
     std::fs::create_dir_all(&work)?;
     let w = |f: &str| work.join(f).to_string_lossy().into_owned();
 
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &w("jwt_priv.pem")])?;
-    openssl(&["pkey", "-in", &w("jwt_priv.pem"), "-pubout", "-out", &w("jwt_pub.pem")])?;
     openssl(&[
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", &w("tls.key"), "-out", &w("tls.crt"), "-days", "2", "-subj", "/CN=localhost",
-        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext", "basicConstraints=critical,CA:FALSE",
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &w("jwt_priv.pem"),
+    ])?;
+    openssl(&[
+        "pkey",
+        "-in",
+        &w("jwt_priv.pem"),
+        "-pubout",
+        "-out",
+        &w("jwt_pub.pem"),
+    ])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &w("tls.key"),
+        "-out",
+        &w("tls.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
     ])?;
     let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
     std::fs::write(w("tls_combined.pem"), combined)?;
@@ -123,14 +161,29 @@ fn run(args: &Args) -> io::Result<()> {
 
     let mut procs = Procs(Vec::new());
     let me = std::env::current_exe()?;
-    let mut up = Command::new(me).arg("upstream").stdout(Stdio::piped()).spawn()?;
+    let mut up = Command::new(me)
+        .arg("upstream")
+        .stdout(Stdio::piped())
+        .spawn()?;
     let mut line = String::new();
-    BufReader::new(up.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?).read_line(&mut line)?;
-    let up_addr = line.trim().strip_prefix("upstream ready addr=").unwrap_or("").to_owned();
+    BufReader::new(
+        up.stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?,
+    )
+    .read_line(&mut line)?;
+    let up_addr = line
+        .trim()
+        .strip_prefix("upstream ready addr=")
+        .unwrap_or("")
+        .to_owned();
     procs.0.push(up);
 
     let hport = free_port()?;
-    std::fs::write(w("haproxy.cfg"), haproxy_config(hport, &up_addr, &w("tls_combined.pem"), &w("jwt_pub.pem")))?;
+    std::fs::write(
+        w("haproxy.cfg"),
+        haproxy_config(hport, &up_addr, &w("tls_combined.pem"), &w("jwt_pub.pem")),
+    )?;
     let hp = Command::new(&haproxy)
         .args(["-db", "-f", &w("haproxy.cfg")])
         .stdout(Stdio::null())
@@ -150,15 +203,21 @@ fn run(args: &Args) -> io::Result<()> {
     procs.0.push(gw);
     wait_port(&format!("127.0.0.1:{gport}"))?;
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let tls = tls_client(&w("tls.crt"))?;
-    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned()).map_err(io::Error::other)?;
+    let name = rustls::pki_types::ServerName::try_from("localhost".to_owned())
+        .map_err(io::Error::other)?;
     let targets = [("haproxy", hport, hpid), ("wsgate", gport, gpid)];
     let mut results: Vec<(&str, Vec<Round>)> = targets.iter().map(|t| (t.0, Vec::new())).collect();
     for round in 0..rounds {
         for (i, (label, port, pid)) in targets.iter().enumerate() {
             let target = Target {
-                addr: format!("127.0.0.1:{port}").parse().map_err(io::Error::other)?,
+                addr: format!("127.0.0.1:{port}")
+                    .parse()
+                    .map_err(io::Error::other)?,
                 path: "/api/item".into(),
                 tls: Some((tls.clone(), name.clone())),
                 sources: Vec::new(),
@@ -197,7 +256,13 @@ struct Round {
     errors: u64,
 }
 
-async fn load(target: Target, tokens: Arc<Vec<String>>, conns: usize, secs: u64, pid: u32) -> io::Result<Round> {
+async fn load(
+    target: Target,
+    tokens: Arc<Vec<String>>,
+    conns: usize,
+    secs: u64,
+    pid: u32,
+) -> io::Result<Round> {
     let warm = Duration::from_secs(1);
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
@@ -279,7 +344,10 @@ async fn load(target: Target, tokens: Arc<Vec<String>>, conns: usize, secs: u64,
 fn sign(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(io::Error::other)?.as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(io::Error::other)?
+        .as_secs();
     (0..n)
         .map(|i| {
             let claims = serde_json::json!({
