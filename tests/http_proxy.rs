@@ -403,7 +403,7 @@ async fn smuggling_attempts_are_refused_and_nothing_after_them_is_parsed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn balance_hash_sends_one_key_to_one_upstream_on_both_legs() {
+async fn balance_hash_sends_every_request_of_one_key_to_one_upstream() {
     let a = HttpUpstream::start("a").await;
     let b = HttpUpstream::start("b").await;
     let upstream = format!(

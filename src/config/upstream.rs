@@ -231,6 +231,35 @@ fn is_host_name(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::RawKeyedHashKey;
+
+    #[test]
+    fn hash_keys() {
+        let keyed = |q: Option<&str>, c: Option<&str>, h: Option<&str>, cl: Option<&str>| {
+            hash_key(&RawHashKey::Keyed(RawKeyedHashKey {
+                query: q.map(str::to_owned),
+                cookie: c.map(str::to_owned),
+                header: h.map(str::to_owned),
+                claim: cl.map(str::to_owned),
+            }))
+        };
+        assert_eq!(
+            hash_key(&RawHashKey::Named("client_ip".into())),
+            Ok(HashKey::ClientIp)
+        );
+        assert!(hash_key(&RawHashKey::Named("sid".into())).is_err());
+        assert_eq!(
+            keyed(Some("sid"), None, None, None),
+            Ok(HashKey::Query("sid".into()))
+        );
+        assert_eq!(
+            keyed(None, None, None, Some("sub")),
+            Ok(HashKey::Claim("sub".into()))
+        );
+        assert!(keyed(None, None, Some("bad header"), None).is_err());
+        assert!(keyed(Some("a"), Some("b"), None, None).is_err());
+        assert!(keyed(None, None, None, None).is_err());
+    }
 
     #[test]
     fn upstream_urls() {
