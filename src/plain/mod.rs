@@ -32,7 +32,7 @@ use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::auth::sources;
-use crate::config::{AuthMode, HttpMode, TokenSource};
+use crate::config::{AuthMode, TokenSource};
 use crate::gateway::Gateway;
 use crate::handshake::admit::{self, Attempt, Credential};
 use crate::handshake::forward::{self, Forward};
@@ -78,10 +78,20 @@ pub async fn serve(
     let started = Instant::now();
     let snapshot = gw.snapshot.load_full();
     let (parts, body) = req.into_parts();
+    // Only a plain request that reaches an `http: proxy` route is served
+    // here; any other (404, 400, the 426 of a WebSocket route) is the
+    // handshake's to answer, count and log, as it always was.
+    let located = match handshake::locate(&snapshot, &parts) {
+        Ok(l) if l.route.http.is_some() => l,
+        Ok(_) | Err(_) => {
+            let req = Request::from_parts(parts, body);
+            return handshake::handle(gw, conn, req).await.map(Either::Left);
+        }
+    };
     let method = parts.method.clone();
-    let mut route_id: Option<Arc<str>> = None;
-    let result = proxy(&gw, &snapshot, &conn, parts, body, &mut route_id).await;
-    let route = route_id.as_deref().unwrap_or("");
+    let route = Arc::clone(&located.route.id);
+    let result = proxy(&gw, &snapshot, &conn, located, parts, body).await;
+    let route = &*route;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(resp) => {
@@ -108,19 +118,17 @@ async fn proxy(
     gw: &Arc<Gateway>,
     snapshot: &Snapshot,
     conn: &ConnInfo,
+    located: Located,
     mut parts: Parts,
     body: Incoming,
-    route_id: &mut Option<Arc<str>>,
 ) -> Result<Response<ResponseBody>, Reject> {
     let Located {
         host,
         route,
         params,
-    } = handshake::locate(snapshot, &parts)?;
-    *route_id = Some(Arc::clone(&route.id));
-    let proxy = match (&route.http, route.cfg.http) {
-        (Some(p), HttpMode::Proxy) => p,
-        (_, HttpMode::Deny) | (None, HttpMode::Proxy) => return Err(Reject::NotWebSocket),
+    } = located;
+    let Some(proxy) = &route.http else {
+        return Err(Reject::NotWebSocket);
     };
     check_framing(&parts.headers)?;
 
