@@ -14,7 +14,7 @@
 //! proxy's CPU seconds per 10k requests.
 
 use std::io::{self, BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -194,7 +194,7 @@ fn run(args: &Args) -> io::Result<()> {
     wait_port(&format!("127.0.0.1:{hport}"))?;
 
     let gport = free_port()?;
-    std::fs::write(w("wsgate.yaml"), wsgate_config(gport, &up_addr, &work))?;
+    std::fs::write(w("wsgate.yaml"), wsgate_config(gport, &up_addr))?;
     let gw = Command::new(&wsgate)
         .args(["run", "-c", &w("wsgate.yaml")])
         .stderr(Stdio::from(std::fs::File::create(w("wsgate.log"))?))
@@ -358,19 +358,19 @@ fn sign(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
         .collect()
 }
 
-fn wsgate_config(port: u16, upstream: &str, work: &Path) -> String {
-    let p = |f: &str| work.join(f).to_string_lossy().into_owned();
+/// File names are relative to the config's folder, the work folder.
+fn wsgate_config(port: u16, upstream: &str) -> String {
     format!(
         r#"# Written by httpbench.
 log: {{ level: warn, format: text }}
 listeners:
   - bind: "127.0.0.1:{port}"
-    tls: {{ cert: {crt}, key: {key} }}
+    tls: {{ cert: tls.crt, key: tls.key }}
 issuers:
   - id: bench
     audiences: [wsgate-bench]
     algorithms: [RS256]
-    keys: {{ public_key: {pubkey} }}
+    keys: {{ public_key: jwt_pub.pem }}
     required_claims: [exp]
 token_sources: [header]
 routes:
@@ -378,10 +378,7 @@ routes:
     path: /api/*
     upstream: ws://{upstream}
     http: proxy
-"#,
-        crt = p("tls.crt"),
-        key = p("tls.key"),
-        pubkey = p("jwt_pub.pem"),
+"#
     )
 }
 
