@@ -15,7 +15,9 @@
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
 //! - [`plain`]: plain HTTP requests on `http: proxy` routes, admitted like
 //!   a handshake and proxied with a pooled client.
-//! - [`upstream`]: choosing and connecting an upstream.
+//! - [`upstream`]: choosing and connecting an upstream; [`affinity`] reads
+//!   the key of `balance: hash`; [`pool`] is the pooled HTTP client of
+//!   `http: proxy` routes.
 //! - [`proxy`]: the frame pump between the two and the session task.
 //! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
 //! - [`session`]: the registry of live sessions and the close-reason table.
@@ -33,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod affinity;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -44,6 +47,7 @@ pub mod io;
 pub mod listener;
 pub mod metrics;
 pub mod plain;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod revocation;

@@ -64,7 +64,7 @@ pub struct Route {
     /// The route's sources, or the global ones.
     pub token_sources: Vec<TokenSource>,
     /// With `http: proxy`: the pooled client for plain requests.
-    pub http: Option<crate::plain::HttpProxy>,
+    pub http: Option<crate::pool::HttpProxy>,
 }
 
 impl Route {
@@ -106,9 +106,8 @@ impl Route {
             .clone()
             .unwrap_or_else(|| global_sources.to_vec());
         let http = (cfg.http == HttpMode::Proxy).then(|| {
-            let client =
-                crate::plain::client::HttpClient::new(tls.clone(), cfg.upstream.connect_timeout);
-            crate::plain::HttpProxy::new(client, &token_sources)
+            let client = crate::pool::HttpClient::new(tls.clone(), cfg.upstream.connect_timeout);
+            crate::pool::HttpProxy::new(client, &token_sources)
         });
         let upstreams = Upstreams::new(
             cfg.upstream.urls.clone(),

@@ -212,7 +212,7 @@ async fn accept(
     .map_err(|r| (r, None))?;
     // Taken before the carriers are stripped: the key may share a cookie or
     // query with them.
-    let affinity = crate::plain::affinity::affinity(
+    let affinity = crate::affinity::affinity(
         route.upstreams.balance(),
         &parts,
         conn.remote.ip(),

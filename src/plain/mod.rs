@@ -3,9 +3,10 @@
 //! one [`admit`] step: origins, token, revocation, rules, identity headers),
 //! its upstream request is built by the handshake's own
 //! [`forward::upstream_request`] (token carriers stripped, spoofable
-//! identity and forwarding headers dropped), and it is sent with a pooled
-//! client ([`client`]) to the upstream's `http://` / `https://` form. Bodies
-//! stream both ways.
+//! identity and forwarding headers dropped), and it is sent with the route's
+//! pooled client ([`crate::pool`]) to the upstream's `http://` / `https://`
+//! form, on the URL [`crate::affinity`] and the balancer pick. Bodies stream
+//! both ways.
 //!
 //! [`serve`] is what the listener calls for every request: WebSocket
 //! upgrades go on to [`crate::handshake::handle`]; plain requests stay here,
@@ -18,53 +19,29 @@
 //! with 400 and `Connection: close` before anything is sent upstream, and a
 //! body that breaks off or carries a malformed chunk ends the connection.
 
-pub mod affinity;
-pub mod body;
-pub mod client;
-
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderName, Request, Response, Version};
-use http_body_util::Either;
+use http_body_util::{Either, Full};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use crate::auth::sources;
-use crate::config::{AuthMode, TokenSource};
+use crate::config::AuthMode;
 use crate::gateway::Gateway;
 use crate::handshake::admit::{self, Attempt, Credential};
 use crate::handshake::forward::{self, Forward};
 use crate::handshake::{self, ConnInfo, Located, Reject};
+use crate::pool::{upstream_uri, ClientBody, HttpProxy};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::UpstreamError;
-pub use body::{ClientBody, ResponseBody};
-use client::{upstream_uri, HttpClient};
 
-/// What a route with `http: proxy` keeps for plain requests.
-pub struct HttpProxy {
-    client: HttpClient,
-    /// The route's token sources a plain request can carry (`header`,
-    /// `query`, `cookie`), in the route's order.
-    sources: Vec<TokenSource>,
-}
-
-impl HttpProxy {
-    pub fn new(client: HttpClient, sources: &[TokenSource]) -> Self {
-        let sources = sources
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s,
-                    TokenSource::Header | TokenSource::Query(_) | TokenSource::Cookie(_)
-                )
-            })
-            .cloned()
-            .collect();
-        Self { client, sources }
-    }
-}
+/// What the listener sends: a gateway-made answer or an upstream's body,
+/// streamed as it arrives.
+pub type ResponseBody = Either<Full<Bytes>, Incoming>;
 
 /// Serves one request on a gateway listener.
 pub async fn serve(
@@ -154,7 +131,7 @@ async fn proxy(
             .reserve(snapshot.config.limits.max_sessions)
             .map_err(|_| Reject::GlobalLimit)?,
     );
-    let affinity = affinity::affinity(
+    let affinity = crate::affinity::affinity(
         route.upstreams.balance(),
         &parts,
         conn.remote.ip(),

@@ -1,4 +1,5 @@
-//! The pooled HTTP/1.1 client of one `http: proxy` route: hyper's pooling
+//! The pooled HTTP/1.1 client of one `http: proxy` route ([`HttpProxy`]),
+//! built with the route's snapshot: hyper's pooling
 //! client over the same dialer as the WebSocket leg ([`crate::upstream::dial`]:
 //! TCP, TLS for `https://` with the route's `upstream.ca`), bounded by
 //! `connect_timeout`. Connections are kept alive and reused per upstream
@@ -18,9 +19,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio_rustls::TlsConnector;
 
-use super::body::ClientBody;
-use crate::config::UpstreamUrl;
+pub mod body;
+
+use crate::config::{TokenSource, UpstreamUrl};
 use crate::upstream::{dial, UpstreamError, UpstreamIo};
+pub use body::ClientBody;
 
 /// How long an idle upstream connection is kept for reuse. Below the usual
 /// server keep-alive timeouts (60 s in nginx, 75 s in Node) would be safer
@@ -29,6 +32,30 @@ use crate::upstream::{dial, UpstreamError, UpstreamIo};
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 /// Idle connections kept per upstream URL.
 const MAX_IDLE_PER_URL: usize = 256;
+
+/// What a route with `http: proxy` keeps for plain requests.
+pub struct HttpProxy {
+    pub client: HttpClient,
+    /// The route's token sources a plain request can carry (`header`,
+    /// `query`, `cookie`), in the route's order.
+    pub sources: Vec<TokenSource>,
+}
+
+impl HttpProxy {
+    pub fn new(client: HttpClient, sources: &[TokenSource]) -> Self {
+        let sources = sources
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    TokenSource::Header | TokenSource::Query(_) | TokenSource::Cookie(_)
+                )
+            })
+            .cloned()
+            .collect();
+        Self { client, sources }
+    }
+}
 
 /// The route's pooled client.
 pub struct HttpClient {

@@ -1,6 +1,5 @@
-//! The bodies of a proxied request: the client's request body on its way
-//! upstream, remembering whether the client broke it, and the response
-//! body the listener sends (a gateway answer, or the upstream's streamed).
+//! The client's request body on its way upstream, remembering whether the
+//! client broke it.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,12 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-
-/// What the listener sends: a gateway-made answer or an upstream's body,
-/// streamed as it arrives.
-pub type ResponseBody = Either<Full<Bytes>, Incoming>;
 
 /// The client's request body, streamed upstream as the upstream reads it
 /// (hyper reads from the client only when the upstream side has room, so
