@@ -13,7 +13,11 @@
 //! - [`route`]: the route table (host/path patterns), the `require` rule engine
 //!   and the `{claims.x}` / `{param}` templates. Pure functions.
 //! - [`auth`]: where tokens are found, how they are verified, where keys come from.
-//! - [`upstream`]: choosing and connecting an upstream.
+//! - [`plain`]: plain HTTP requests on `http: proxy` routes, admitted like
+//!   a handshake and proxied with a pooled client.
+//! - [`upstream`]: choosing and connecting an upstream; [`affinity`] reads
+//!   the key of `balance: hash`; [`pool`] is the pooled HTTP client of
+//!   `http: proxy` routes.
 //! - [`proxy`]: the frame pump between the two and the session task.
 //! - [`io`]: buffers and stream adapters under the TLS stream and the relay.
 //! - [`session`]: the registry of live sessions and the close-reason table.
@@ -31,8 +35,12 @@
 //! [`config`] turns `gateway.yaml` into a validated [`config::Config`] before
 //! anything is bound; [`reload`] swaps in a new snapshot.
 #![forbid(unsafe_code)]
+// The listener's connection future nests the plain-HTTP proxy, the
+// handshake and the session set-up; its layout needs more than the default.
+#![recursion_limit = "256"]
 
 pub mod admin;
+pub mod affinity;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -49,6 +57,8 @@ pub mod listener;
 pub mod memory;
 pub mod metrics;
 pub mod pending;
+pub mod plain;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod revocation;

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::gateway::Gateway;
-use crate::handshake::{self, ConnInfo};
+use crate::handshake::ConnInfo;
 
 pub mod proxy_protocol;
 
@@ -192,7 +192,7 @@ async fn serve_http<S>(
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let gw = Arc::clone(&gw);
         let info = with_forwarded(&gw, &info, req.headers());
-        async move { Ok::<_, std::convert::Infallible>(handshake::handle(gw, info, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(crate::plain::serve(gw, info, req).await) }
     });
     let mut builder = http1::Builder::new();
     builder

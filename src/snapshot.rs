@@ -11,7 +11,7 @@ use http::HeaderName;
 use tokio_rustls::TlsConnector;
 
 use crate::auth::{AuthSetupError, Authenticator};
-use crate::config::{Config, RouteConfig, TokenSource};
+use crate::config::{Config, HttpMode, RouteConfig, TokenSource};
 use crate::route::require::Rules;
 use crate::route::template::Template;
 use crate::route::RouteTable;
@@ -63,6 +63,8 @@ pub struct Route {
     pub upstreams: Upstreams,
     /// The route's sources, or the global ones.
     pub token_sources: Vec<TokenSource>,
+    /// With `http: proxy`: the pooled client for plain requests.
+    pub http: Option<crate::pool::HttpProxy>,
 }
 
 impl Route {
@@ -99,9 +101,17 @@ impl Route {
         } else {
             None
         };
+        let token_sources = cfg
+            .token_sources
+            .clone()
+            .unwrap_or_else(|| global_sources.to_vec());
+        let http = (cfg.http == HttpMode::Proxy).then(|| {
+            let client = crate::pool::HttpClient::new(tls.clone(), cfg.upstream.connect_timeout);
+            crate::pool::HttpProxy::new(client, &token_sources)
+        });
         let upstreams = Upstreams::new(
             cfg.upstream.urls.clone(),
-            cfg.upstream.balance,
+            cfg.upstream.balance.clone(),
             cfg.upstream.connect_timeout,
             tls,
         );
@@ -111,10 +121,8 @@ impl Route {
             forward_headers,
             upstream_path,
             upstreams,
-            token_sources: cfg
-                .token_sources
-                .clone()
-                .unwrap_or_else(|| global_sources.to_vec()),
+            token_sources,
+            http,
             cfg: cfg.clone(),
         })
     }

@@ -160,6 +160,8 @@ pub struct UpstreamRequest {
     /// negotiate compression).
     pub extensions: Option<String>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `balance: hash` key's hash; `None` falls back to round robin.
+    pub affinity: Option<u64>,
 }
 
 /// What the upstream's 101 agreed to.
@@ -205,12 +207,29 @@ impl Upstreams {
         }
     }
 
-    /// The order in which URLs are tried for one session.
-    fn order(&self) -> Vec<usize> {
+    pub fn urls(&self) -> &[UpstreamUrl] {
+        &self.urls
+    }
+
+    pub fn balance(&self) -> &Balance {
+        &self.balance
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The order in which URLs are tried for one session (or one plain
+    /// request): the balancer's pick first, then the others in file order
+    /// from there. With `hash`, one affinity always starts at the same URL
+    /// (modulo the URL count: adding a URL moves most keys).
+    pub fn order(&self, affinity: Option<u64>) -> Vec<usize> {
         let n = self.urls.len();
-        let first = match self.balance {
-            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n.max(1),
-            Balance::LeastConnections => (0..n)
+        let round_robin = || self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let first = match (&self.balance, affinity) {
+            (Balance::Hash(_), Some(h)) => (h % n.max(1) as u64) as usize,
+            (Balance::RoundRobin | Balance::Hash(_), _) => round_robin(),
+            (Balance::LeastConnections, _) => (0..n)
                 .min_by_key(|i| self.active[*i].load(Ordering::Relaxed))
                 .unwrap_or(0),
         };
@@ -222,7 +241,7 @@ impl Upstreams {
     /// its handshake with a status ends the search: it is alive and said no.
     pub async fn connect(&self, req: &UpstreamRequest) -> Result<Connected, UpstreamError> {
         let mut last_err = None;
-        for index in self.order() {
+        for index in self.order(req.affinity) {
             let url = &self.urls[index];
             self.active[index].fetch_add(1, Ordering::Relaxed);
             let lease = Lease {
@@ -261,43 +280,7 @@ impl Upstreams {
     ) -> Result<(UpstreamStream, Agreed), UpstreamError> {
         let name = url.to_string();
         let attempt = async {
-            let tcp = TcpStream::connect((url.host.as_str(), url.port))
-                .await
-                .map_err(|source| match source.kind() {
-                    io::ErrorKind::ConnectionRefused => {
-                        UpstreamError::Refused { url: name.clone() }
-                    }
-                    _ => UpstreamError::Unreachable {
-                        url: name.clone(),
-                        source,
-                    },
-                })?;
-            let _ = tcp.set_nodelay(true);
-            crate::io::tcp_keepalive(&tcp);
-            let mut io = match (&self.tls, url.tls) {
-                (Some(connector), true) => {
-                    let server_name = rustls::pki_types::ServerName::try_from(url.host.clone())
-                        .map_err(|_| UpstreamError::Protocol {
-                            url: name.clone(),
-                            what: "host is not a valid TLS server name",
-                        })?;
-                    let tls = connector
-                        .connect(server_name, tcp)
-                        .await
-                        .map_err(|source| UpstreamError::Tls {
-                            url: name.clone(),
-                            source,
-                        })?;
-                    UpstreamIo::Tls(Box::new(tls))
-                }
-                (None, true) => {
-                    return Err(UpstreamError::Protocol {
-                        url: name.clone(),
-                        what: "wss:// upstream without a TLS client configuration",
-                    })
-                }
-                (_, false) => UpstreamIo::Plain(tcp),
-            };
+            let mut io = dial(self.tls.as_ref(), url, &name).await?;
             let (agreed, leftover) = client_handshake(&mut io, url, req, &name).await?;
             Ok((Prefixed::new(leftover, io), agreed))
         };
@@ -305,6 +288,52 @@ impl Upstreams {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout { url: name }),
         }
+    }
+}
+
+/// TCP, then TLS for `wss://`/`https://`; no timeout (the caller's
+/// `connect_timeout` covers the whole attempt).
+pub async fn dial(
+    tls: Option<&TlsConnector>,
+    url: &UpstreamUrl,
+    name: &str,
+) -> Result<UpstreamIo, UpstreamError> {
+    let tcp = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::ConnectionRefused => UpstreamError::Refused {
+                url: name.to_owned(),
+            },
+            _ => UpstreamError::Unreachable {
+                url: name.to_owned(),
+                source,
+            },
+        })?;
+    let _ = tcp.set_nodelay(true);
+    crate::io::tcp_keepalive(&tcp);
+    match (tls, url.tls) {
+        (Some(connector), true) => {
+            let server_name =
+                rustls::pki_types::ServerName::try_from(url.host.clone()).map_err(|_| {
+                    UpstreamError::Protocol {
+                        url: name.to_owned(),
+                        what: "host is not a valid TLS server name",
+                    }
+                })?;
+            let tls = connector
+                .connect(server_name, tcp)
+                .await
+                .map_err(|source| UpstreamError::Tls {
+                    url: name.to_owned(),
+                    source,
+                })?;
+            Ok(UpstreamIo::Tls(Box::new(tls)))
+        }
+        (None, true) => Err(UpstreamError::Protocol {
+            url: name.to_owned(),
+            what: "wss:// upstream without a TLS client configuration",
+        }),
+        (_, false) => Ok(UpstreamIo::Plain(tcp)),
     }
 }
 

@@ -210,6 +210,8 @@ pub struct RouteConfig {
     /// When set, a present `Origin` must be one of these (compared case-insensitively).
     pub origins: Option<Vec<String>>,
     pub reject: RejectMode,
+    /// Extension (`http`): what a plain HTTP request on the route gets.
+    pub http: HttpMode,
     pub forward: ForwardConfig,
     pub session: SessionConfig,
     pub limits: RouteLimits,
@@ -256,10 +258,37 @@ impl std::fmt::Display for UpstreamUrl {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     RoundRobin,
     LeastConnections,
+    /// Extension: the same key always reaches the same URL (while it is up),
+    /// so every request of a client session lands where its state lives.
+    Hash(HashKey),
+}
+
+/// What `balance: hash` hashes. A request without the key falls back to
+/// its client address, which is just as stable for one client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Query(String),
+    Cookie(String),
+    /// Lower-cased, valid header name.
+    Header(http::HeaderName),
+    /// Dotted path into the verified token's claims.
+    Claim(String),
+}
+
+/// Extension (`routes[].http`): plain (non-WebSocket) HTTP requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HttpMode {
+    /// 426 with `Upgrade: websocket` (the contract's default).
+    #[default]
+    Deny,
+    /// Authenticated like a handshake, then proxied to the upstream's
+    /// `http://` / `https://` form.
+    Proxy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

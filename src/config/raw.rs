@@ -149,6 +149,8 @@ pub struct RawRoute {
     pub require: Option<Vec<RawRequire>>,
     pub origins: Option<Vec<String>>,
     pub reject: Option<String>,
+    /// Extension: `deny` (default) | `proxy`, for plain HTTP requests.
+    pub http: Option<String>,
     pub forward: Option<RawForward>,
     pub session: Option<RawSession>,
     pub limits: Option<RawRouteLimits>,
@@ -166,9 +168,28 @@ pub enum RawUpstream {
 pub struct RawUpstreamLong {
     pub urls: Option<Vec<String>>,
     pub balance: Option<String>,
+    /// With `balance: hash`: what the hash is taken of.
+    pub hash_key: Option<RawHashKey>,
     pub connect_timeout: Option<Scalar>,
     pub ca: Option<String>,
     pub path: Option<String>,
+}
+
+/// `client_ip` | `{query: NAME}` | `{cookie: NAME}` | `{header: NAME}` | `{claim: PATH}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHashKey {
+    Named(String),
+    Keyed(RawKeyedHashKey),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyedHashKey {
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+    pub header: Option<String>,
+    pub claim: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -151,6 +151,29 @@ fn route(
         &[("status", RejectMode::Status), ("close", RejectMode::Close)],
         RejectMode::Status,
     );
+    let http = cx.choice(
+        &raw.http,
+        path.key("http"),
+        &[("deny", HttpMode::Deny), ("proxy", HttpMode::Proxy)],
+        HttpMode::Deny,
+    );
+    if http == HttpMode::Proxy && auth == AuthMode::Required {
+        let plain_capable = |t: &TokenSource| {
+            matches!(
+                t,
+                TokenSource::Header | TokenSource::Query(_) | TokenSource::Cookie(_)
+            )
+        };
+        if token_sources
+            .as_ref()
+            .is_some_and(|list| !list.iter().any(plain_capable))
+        {
+            cx.err(
+                path.key("http"),
+                "`proxy` needs a `header`, `query` or `cookie` token source: a plain request carries no subprotocol and no first message",
+            );
+        }
+    }
     let forward = forward(
         cx,
         raw.forward.as_ref(),
@@ -173,6 +196,7 @@ fn route(
         require,
         origins,
         reject,
+        http,
         forward,
         session,
         limits,

@@ -4,7 +4,7 @@
 use super::error::FieldPath;
 use super::files;
 use super::model::*;
-use super::raw::RawUpstream;
+use super::raw::{RawHashKey, RawUpstream};
 use super::routes::{check_template, TemplateUse};
 use super::validate::Ctx;
 
@@ -54,15 +54,7 @@ pub(crate) fn upstream(
             }
         }
     }
-    let balance = cx.choice(
-        &long.balance,
-        path.key("balance"),
-        &[
-            ("round_robin", Balance::RoundRobin),
-            ("least_connections", Balance::LeastConnections),
-        ],
-        Balance::RoundRobin,
-    );
+    let balance = balance(cx, long, &path);
     let connect_timeout = cx.duration(
         &long.connect_timeout,
         path.key("connect_timeout"),
@@ -92,6 +84,79 @@ pub(crate) fn upstream(
         },
         path: long.path.clone(),
     })
+}
+
+/// The balance kinds before a `hash` gets its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    RoundRobin,
+    LeastConnections,
+    Hash,
+}
+
+/// `balance` and, for `hash`, `hash_key` (required there, refused elsewhere).
+fn balance(cx: &mut Ctx, long: &super::raw::RawUpstreamLong, path: &FieldPath) -> Balance {
+    let kind = cx.choice(
+        &long.balance,
+        path.key("balance"),
+        &[
+            ("round_robin", Kind::RoundRobin),
+            ("least_connections", Kind::LeastConnections),
+            ("hash", Kind::Hash),
+        ],
+        Kind::RoundRobin,
+    );
+    match (kind, &long.hash_key) {
+        (Kind::RoundRobin, None) => Balance::RoundRobin,
+        (Kind::LeastConnections, None) => Balance::LeastConnections,
+        (Kind::RoundRobin | Kind::LeastConnections, Some(_)) => {
+            cx.err(
+                path.key("hash_key"),
+                "only used with `balance: hash`; remove it or set `balance: hash`",
+            );
+            Balance::RoundRobin
+        }
+        (Kind::Hash, None) => {
+            cx.err(
+                path.key("hash_key"),
+                "missing; `balance: hash` needs a key, e.g. `hash_key: {cookie: session}` or `hash_key: client_ip`",
+            );
+            Balance::RoundRobin
+        }
+        (Kind::Hash, Some(key)) => match hash_key(key) {
+            Ok(key) => Balance::Hash(key),
+            Err(msg) => {
+                cx.err(path.key("hash_key"), msg);
+                Balance::RoundRobin
+            }
+        },
+    }
+}
+
+fn hash_key(raw: &RawHashKey) -> Result<HashKey, &'static str> {
+    const EXPECTED: &str = "expected `client_ip` or one of `{query: NAME}`, `{cookie: NAME}`, `{header: NAME}`, `{claim: PATH}`";
+    let k = match raw {
+        RawHashKey::Named(name) if name == "client_ip" => return Ok(HashKey::ClientIp),
+        RawHashKey::Named(_) => return Err(EXPECTED),
+        RawHashKey::Keyed(k) => k,
+    };
+    fn named(n: &Option<String>) -> Option<&str> {
+        n.as_deref().filter(|n| !n.trim().is_empty())
+    }
+    match (
+        named(&k.query),
+        named(&k.cookie),
+        named(&k.header),
+        named(&k.claim),
+    ) {
+        (Some(q), None, None, None) => Ok(HashKey::Query(q.to_owned())),
+        (None, Some(c), None, None) => Ok(HashKey::Cookie(c.to_owned())),
+        (None, None, Some(h), None) => http::HeaderName::from_bytes(h.as_bytes())
+            .map(HashKey::Header)
+            .map_err(|_| "not a valid header name"),
+        (None, None, None, Some(c)) => Ok(HashKey::Claim(c.to_owned())),
+        _ => Err(EXPECTED),
+    }
 }
 
 /// `ws://host[:port][/base]` or `wss://...`.
@@ -166,6 +231,35 @@ fn is_host_name(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::raw::RawKeyedHashKey;
+
+    #[test]
+    fn hash_keys() {
+        let keyed = |q: Option<&str>, c: Option<&str>, h: Option<&str>, cl: Option<&str>| {
+            hash_key(&RawHashKey::Keyed(RawKeyedHashKey {
+                query: q.map(str::to_owned),
+                cookie: c.map(str::to_owned),
+                header: h.map(str::to_owned),
+                claim: cl.map(str::to_owned),
+            }))
+        };
+        assert_eq!(
+            hash_key(&RawHashKey::Named("client_ip".into())),
+            Ok(HashKey::ClientIp)
+        );
+        assert!(hash_key(&RawHashKey::Named("sid".into())).is_err());
+        assert_eq!(
+            keyed(Some("sid"), None, None, None),
+            Ok(HashKey::Query("sid".into()))
+        );
+        assert_eq!(
+            keyed(None, None, None, Some("sub")),
+            Ok(HashKey::Claim("sub".into()))
+        );
+        assert!(keyed(None, None, Some("bad header"), None).is_err());
+        assert!(keyed(Some("a"), Some("b"), None, None).is_err());
+        assert!(keyed(None, None, None, None).is_err());
+    }
 
     #[test]
     fn upstream_urls() {

@@ -180,6 +180,7 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         subprotocols,
         extensions,
         headers,
+        affinity: None,
     }
 }
 

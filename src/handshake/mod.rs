@@ -15,7 +15,7 @@
 pub mod admit;
 pub mod authority;
 mod first_message;
-mod forward;
+pub(crate) mod forward;
 pub mod refresh;
 pub mod reject;
 pub mod upgrade;
@@ -221,30 +221,13 @@ async fn accept(
     on_upgrade: OnUpgrade,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, Refusal> {
-    // hyper bounds the head only approximately (its read buffer grows in
-    // chunks); this makes the limit exact.
-    let head_len: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
-        + parts.uri.authority().map_or(0, |a| a.as_str().len());
-    if head_len > MAX_HEAD_BYTES {
-        return Err((Reject::HeadTooLarge, None));
-    }
-    let host = authority::request_authority(parts.version, &parts.uri, &parts.headers)
-        .map_err(|e| (Reject::BadHost(e.text()), None))?;
-    let path = parse_request_path(parts.uri.path())
-        .map_err(|e| (Reject::BadPath(path_error_text(&e)), None))?;
+    let Located {
+        host,
+        route,
+        params,
+    } = locate(snapshot, &parts).map_err(|r| (r, None))?;
     ctx.detail.path = parts.uri.path().into();
     ctx.detail.host = host.as_deref().map(Into::into);
-    let matched = snapshot
-        .routes
-        .find(host.as_deref(), &path)
-        .ok_or((Reject::NotFound, None))?;
-    let route = Arc::clone(matched.route);
-    let params = matched.params;
     ctx.route = Some(Arc::clone(&route));
 
     let ws = upgrade::check(&parts.method, parts.version, &parts.headers).map_err(|r| (r, None))?;
@@ -327,6 +310,14 @@ async fn accept(
     .await
     .map_err(|r| (r, None))?;
     ctx.detail.session = Some(guard.handle().id);
+    // Taken before the carriers are stripped: the key may share a cookie or
+    // query with them.
+    let affinity = crate::affinity::affinity(
+        route.upstreams.balance(),
+        &parts,
+        conn.remote.ip(),
+        ctx.token.as_deref(),
+    );
     let mut upstream_req = forward::upstream_request(
         forward::Forward {
             route: &route,
@@ -339,6 +330,7 @@ async fn accept(
         },
         &mut parts,
     );
+    upstream_req.affinity = affinity;
     if let Some(tp) = &ctx.traceparent {
         // The gateway's span is the upstream's parent: a client's own
         // trace headers (trusted or not) do not go on.
@@ -389,6 +381,43 @@ async fn accept(
         protocol.as_deref(),
         extensions.as_deref(),
     ))
+}
+
+/// Where a request goes: its authority and route, with the path's parameters.
+pub(crate) struct Located {
+    pub host: Option<String>,
+    pub route: Arc<Route>,
+    pub params: crate::route::Params,
+}
+
+/// The checks every request on a gateway listener passes first, upgrade or
+/// plain: head size, authority, path, route.
+pub(crate) fn locate(snapshot: &Snapshot, parts: &Parts) -> Result<Located, Reject> {
+    // hyper bounds the head only approximately (its read buffer grows in
+    // chunks); this makes the limit exact.
+    let head_len: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + parts.uri.authority().map_or(0, |a| a.as_str().len());
+    if head_len > MAX_HEAD_BYTES {
+        return Err(Reject::HeadTooLarge);
+    }
+    let host = authority::request_authority(parts.version, &parts.uri, &parts.headers)
+        .map_err(|e| Reject::BadHost(e.text()))?;
+    let path =
+        parse_request_path(parts.uri.path()).map_err(|e| Reject::BadPath(path_error_text(&e)))?;
+    let matched = snapshot
+        .routes
+        .find(host.as_deref(), &path)
+        .ok_or(Reject::NotFound)?;
+    Ok(Located {
+        host,
+        route: Arc::clone(matched.route),
+        params: matched.params,
+    })
 }
 
 fn refuse(

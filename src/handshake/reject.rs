@@ -31,6 +31,9 @@ pub enum Reject {
     HeadTooLarge,
     #[error("plain HTTP request on a WebSocket route")]
     NotWebSocket,
+    /// A plain request whose framing or body is malformed (`http: proxy`).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
     #[error("missing token")]
     MissingToken,
     /// `Display` is a fixed phrase (never token content).
@@ -65,6 +68,7 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadHost(_)
+            | Reject::BadRequest(_)
             | Reject::BadVersion => StatusCode::BAD_REQUEST,
             Reject::NotWebSocket => StatusCode::UPGRADE_REQUIRED,
             Reject::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -86,6 +90,7 @@ impl Reject {
             Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadHost(_)
+            | Reject::BadRequest(_)
             | Reject::BadVersion
             | Reject::NotWebSocket
             | Reject::HeadTooLarge => Outcome::bad_request,
@@ -109,7 +114,10 @@ impl Reject {
             Reject::MissingToken => "missing token",
             Reject::InvalidToken(e) => e.description(),
             Reject::Revoked => "token revoked",
-            Reject::BadAuthMessage(d) | Reject::Forbidden(d) | Reject::BadHost(d) => d,
+            Reject::BadAuthMessage(d)
+            | Reject::Forbidden(d)
+            | Reject::BadHost(d)
+            | Reject::BadRequest(d) => d,
             Reject::AuthTimeout => "authentication timeout",
             Reject::OriginNotAllowed => "origin not allowed",
             Reject::SubjectLimit => "per-subject session limit reached",
@@ -141,6 +149,7 @@ impl Reject {
             | Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadHost(_)
+            | Reject::BadRequest(_)
             | Reject::BadVersion
             | Reject::HeadTooLarge
             | Reject::NotWebSocket
@@ -173,6 +182,7 @@ impl Reject {
             | Reject::BadPath(_)
             | Reject::BadUpgrade(_)
             | Reject::BadHost(_)
+            | Reject::BadRequest(_)
             | Reject::BadVersion
             | Reject::HeadTooLarge
             | Reject::NotWebSocket => 1008,
@@ -243,6 +253,11 @@ mod tests {
                 Outcome::bad_request,
             ),
             (Reject::NotWebSocket, 426, Outcome::bad_request),
+            (
+                Reject::BadRequest("malformed request body"),
+                400,
+                Outcome::bad_request,
+            ),
             (Reject::HeadTooLarge, 431, Outcome::bad_request),
             (Reject::MissingToken, 401, Outcome::unauthorized),
             (
