@@ -162,6 +162,7 @@ listeners:
   - bind: "127.0.0.1:0"
 issuers:
   - id: autobahn
+    audiences: [autobahn]
     algorithms: [HS256]
     keys:
       secret: "$SECRET"
