@@ -198,6 +198,15 @@ where
             }
         }
         if let Some(ev) = self.c2u.event.take().or_else(|| self.u2c.event.take()) {
+            // A side that broke the protocol or vanished is failed (RFC 6455
+            // §7.1.7): nothing more is read from it and it owes no close
+            // reply, so `finish` closes its connection as soon as the
+            // gateway's close frame is out, without waiting for the other side.
+            match ev {
+                Event::ClientProtocol | Event::ClientLost => self.c2u.stopped = true,
+                Event::UpstreamProtocol | Event::UpstreamLost => self.u2c.stopped = true,
+                Event::Closed { .. } | Event::TooBig | Event::Intercepted(_) => {}
+            }
             return Poll::Ready(ev);
         }
         if a.is_ready() || b.is_ready() {
