@@ -287,10 +287,10 @@ fn check_frame(buf: &[u8]) {
 }
 
 fn check_encoder(rest: &[u8]) {
-    let [hi, lo, m, text @ ..] = rest else {
+    let &[hi, lo, m, ref text @ ..] = rest else {
         return;
     };
-    let code = u16::from_be_bytes([*hi, *lo]);
+    let code = u16::from_be_bytes([hi, lo]);
     let reason = String::from_utf8_lossy(text);
     let mask = (m & 1 == 1).then(|| [m, hi ^ 0x5A, lo ^ 0xA5, 0x33]);
     let wire = frame::close(code, &reason, mask);
