@@ -22,9 +22,9 @@
 //!   RFC 3629 (its own UTF-8 decoder: no overlong forms, no surrogates,
 //!   nothing above U+10FFFF); both must agree on accept/refuse, the code,
 //!   the reason and the kind of error. Where the library asks for more bytes
-//!   and the reference has already refused (a 126/127 length on a control
-//!   frame: the library reads the extended length first), the library must
-//!   refuse once the header's bytes are there;
+//!   and the reference has already refused (a 126/127 length or no FIN on a
+//!   close frame: the library reads the extended length and the mask
+//!   first), the library must refuse once the header's bytes are there;
 //! - `valid_close_code` equals the reference for all 65,536 codes (checked
 //!   once per process);
 //! - `close(code, reason)` is a single final close frame of at most 125
@@ -129,8 +129,8 @@ enum RefFrame {
     Incomplete,
     /// A frame that is not a close frame (nothing more is compared).
     Other,
-    /// Refused by the frame rules; `long` if for a 126/127 length.
-    RefusedFrame { long: bool },
+    /// Refused by the frame rules.
+    RefusedFrame,
     Payload(RefPayload),
 }
 
@@ -142,22 +142,22 @@ fn ref_frame(buf: &[u8]) -> RefFrame {
     let fin = b0 >> 7 == 1;
     let (rsv1, rsv2, rsv3) = ((b0 >> 6) & 1, (b0 >> 5) & 1, (b0 >> 4) & 1);
     if rsv1 + rsv2 + rsv3 != 0 {
-        return RefFrame::RefusedFrame { long: false }; // no extension
+        return RefFrame::RefusedFrame; // no extension
     }
     let opcode = b0 & 0x0F;
     match opcode {
         0x0 | 0x1 | 0x2 | 0x9 | 0xA => return RefFrame::Other,
         0x8 => {}
-        _ => return RefFrame::RefusedFrame { long: false }, // reserved opcodes
+        _ => return RefFrame::RefusedFrame, // reserved opcodes
     }
     let len7 = (b1 & 0x7F) as usize;
     if len7 >= 126 {
         // A control frame's payload is at most 125 bytes, and a 126/127
         // length means at least 126 (minimal encoding).
-        return RefFrame::RefusedFrame { long: true };
+        return RefFrame::RefusedFrame;
     }
     if !fin {
-        return RefFrame::RefusedFrame { long: false }; // fragmented control
+        return RefFrame::RefusedFrame; // fragmented control
     }
     let masked = b1 >> 7 == 1;
     let head = if masked { 6 } else { 2 };
@@ -250,17 +250,18 @@ fn check_frame(buf: &[u8]) {
     let want = ref_frame(buf);
     match (&got, &want) {
         (None, RefFrame::Incomplete) => {}
-        // The library reads a 126/127 length (and mask) before it refuses
-        // the control frame; with the whole header there it must refuse.
-        (None, RefFrame::RefusedFrame { long: true }) => {
+        // The library reads the whole header (a 126/127 length, the mask)
+        // before it refuses a control frame for its length or FIN bit; with
+        // the whole header there it must refuse.
+        (None, RefFrame::RefusedFrame) => {
             let mut padded = buf.to_vec();
             padded.resize(buf.len().max(frame::MAX_HEADER), 0xFF);
             assert!(
-                matches!(frame::parse(&padded), Err(_)),
-                "a control frame with a 126/127 length not refused: {buf:02x?}"
+                frame::parse(&padded).is_err(),
+                "a close frame the reference refuses not refused: {buf:02x?}"
             );
         }
-        (Some(Err(_)), RefFrame::RefusedFrame { .. }) => {}
+        (Some(Err(_)), RefFrame::RefusedFrame) => {}
         (Some(Ok(None)), RefFrame::Other) => {}
         (Some(Ok(Some((header, payload)))), RefFrame::Payload(want_payload)) => {
             // An accepted (or payload-refused) close frame passed the frame
