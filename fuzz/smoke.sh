@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS="${1:-10}"
-TARGETS="request_path rules template token_sources jwt_verify config upgrade tls_accept authority proxy_protocol"
+TARGETS="request_path rules template token_sources jwt_verify config upgrade tls_accept authority proxy_protocol close_frame"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz smoke: cargo-fuzz is not installed (cargo install cargo-fuzz); skipping"
