@@ -122,10 +122,12 @@ pub fn split_subprotocols(headers: &HeaderMap) -> (Option<String>, Vec<String>) 
         }
         // Once the token is taken, a second `bearer` or another copy of it
         // is never an application protocol: forwarding it would hand the
-        // token upstream.
+        // token upstream. Nor is any entry shaped like a JWT (a token
+        // offered bare, while another source carried the one verified).
         let copy = token
             .as_deref()
-            .is_some_and(|t| t == item || item.eq_ignore_ascii_case("bearer"));
+            .is_some_and(|t| t == item || item.eq_ignore_ascii_case("bearer"))
+            || looks_like_jws(item);
         if !copy {
             app.push(item.to_owned());
         }
@@ -147,8 +149,17 @@ pub fn parse_first_message(text: &str, spec: &FirstMessage) -> Option<String> {
         return None;
     }
     let Some(pointer) = &spec.pointer else {
+        // An object, as documented (serde would read the struct from an
+        // array too), and the token trimmed as the pointer form does.
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
         let auth: Auth = serde_json::from_str(text).ok()?;
-        return auth.token.or(auth.jwt).filter(|t| !t.is_empty());
+        return auth
+            .token
+            .or(auth.jwt)
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
     };
     let doc: serde_json::Value = serde_json::from_str(text).ok()?;
     let value = doc.pointer(pointer)?.as_str()?.trim();
@@ -460,6 +471,23 @@ mod tests {
         assert_eq!(parse(r#"{"token":""}"#), None);
         assert_eq!(parse("hello"), None);
         assert_eq!(parse("{}"), None);
+        // Fuzz finding 7: an array is no object; padding is no token.
+        assert_eq!(parse(r#"["a.b.c","x"]"#), None);
+        assert_eq!(parse(r#"{"token":" x "}"#).as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn a_bare_jwt_is_never_an_application_protocol() {
+        // Fuzz finding 6: a copy of the token offered without `bearer`
+        // while the cookie (or header) carried the verified one.
+        let p = parts(
+            "/",
+            &[("sec-websocket-protocol", &format!("{JWT}, chat.v1"))],
+        );
+        assert_eq!(
+            split_subprotocols(&p.headers),
+            (None, vec!["chat.v1".to_owned()])
+        );
     }
 
     #[test]
