@@ -3,12 +3,18 @@
 # the gateway's RSS, open fds and wsgate_sessions_active every 10 s.
 #
 #   tests/soak/run.sh [--minutes 30] [--rate 200] [--long 1000] [--out DIR]
+#                     [--ping-interval 5s --ping-timeout 5s] [--vanish 0.2]
 #
 # Builds wsgate (release) and the soak driver (tests/soak), starts an echo
 # upstream and the gateway on free loopback ports, runs the load for
 # --minutes, closes the long-lived sessions, waits, and checks that
 # wsgate_sessions_active is 0 and the fd count is back near its baseline.
-# WSGATE_BIN=path uses that gateway binary instead of building the repo's.
+# --ping-interval/--ping-timeout set the route's session keepalive; --vanish F
+# makes that fraction of the long-lived and churn sessions go silent without a
+# close (socket held open, never read), for the keepalive to find and close
+# with 1011; the summary reports wsgate_session_closes_total{reason="unresponsive"}.
+# WSGATE_BIN=path uses that gateway binary instead of building the repo's;
+# CARGO_TARGET_DIR (absolute) puts both builds in one target directory.
 # Exit status: 0 pass, 1 leak or failed sessions, 2 setup error.
 # Everything runs under `nice -n 10`; every process it starts is stopped by PID.
 set -euo pipefail
@@ -19,6 +25,9 @@ LONG=1000
 OUT=""
 DURATION_S=""
 FD_SLACK=50          # fds allowed above the baseline at the end
+PING_INTERVAL=""
+PING_TIMEOUT=""
+VANISH=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --minutes) MINUTES="$2"; shift 2 ;;
@@ -26,10 +35,32 @@ while [ $# -gt 0 ]; do
     --long) LONG="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --seconds) DURATION_S="$2"; shift 2 ;;   # overrides --minutes (quick checks)
-    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    --ping-interval) PING_INTERVAL="$2"; shift 2 ;;
+    --ping-timeout) PING_TIMEOUT="$2"; shift 2 ;;
+    --vanish) VANISH="$2"; shift 2 ;;
+    -h|--help) sed -n 2,19p "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
+
+secs_of() { # duration as the config takes it (500ms, 5s, 2m, or plain seconds) -> whole seconds, rounded up
+  case "$1" in
+    *ms) echo $(( (${1%ms} + 999) / 1000 )) ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $(( ${1%m} * 60 )) ;;
+    *) echo "$1" ;;
+  esac
+}
+if ! awk -v v="$VANISH" 'BEGIN{exit !(v+0 == v && v >= 0 && v <= 1)}'; then
+  echo "--vanish takes a fraction between 0 and 1" >&2; exit 2
+fi
+if awk -v v="$VANISH" 'BEGIN{exit !(v > 0)}' && [ -z "$PING_INTERVAL" ]; then
+  echo "soak: note: --vanish without --ping-interval relies on the route's default keepalive (30s/10s)"
+fi
+# The driver holds the vanished sessions this long after the last one went
+# silent, so that the keepalive (interval + timeout, then at most 1 s for the
+# close handshake) has closed each of them before they are dropped.
+VANISH_HOLD=$(( $(secs_of "${PING_INTERVAL:-30s}") + $(secs_of "${PING_TIMEOUT:-10s}") + 10 ))
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -49,10 +80,10 @@ if [ -n "${WSGATE_BIN:-}" ]; then
   WSGATE="$WSGATE_BIN"      # a prebuilt gateway, e.g. from a clean checkout
 else
   (cd "$ROOT" && nice -n 10 cargo build --release --quiet)
-  WSGATE="$ROOT/target/release/wsgate"
+  WSGATE="${CARGO_TARGET_DIR:-$ROOT/target}/release/wsgate"
 fi
 (cd "$HERE" && nice -n 10 cargo build --release --quiet)
-SOAK="$HERE/target/release/wsgate-soak"
+SOAK="${CARGO_TARGET_DIR:-$HERE/target}/release/wsgate-soak"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -61,6 +92,11 @@ free_port() {
 ECHO_PORT=$(free_port)
 nice -n 10 "$SOAK" echo --bind "127.0.0.1:$ECHO_PORT" > "$OUT/echo.log" 2>&1 &
 PIDS+=($!)
+
+SESSION_YAML=""
+if [ -n "$PING_INTERVAL$PING_TIMEOUT" ]; then
+  SESSION_YAML="    session: {${PING_INTERVAL:+ ping_interval: $PING_INTERVAL}${PING_INTERVAL:+${PING_TIMEOUT:+,}}${PING_TIMEOUT:+ ping_timeout: $PING_TIMEOUT} }"
+fi
 
 SECRET="soak-secret-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 cat > "$OUT/gateway.yaml" <<YAML
@@ -80,6 +116,7 @@ routes:
   - id: soak
     path: /soak
     upstream: ws://127.0.0.1:$ECHO_PORT
+$SESSION_YAML
 limits:
   max_sessions: 100000
   shutdown_grace: 5s
@@ -106,21 +143,25 @@ done
 if [ -z "${LISTEN:-}" ] || [ -z "${ADMIN:-}" ]; then echo "soak: gateway did not report its addresses" >&2; exit 2; fi
 echo "soak: gateway pid $GW on $LISTEN, admin $ADMIN, echo on 127.0.0.1:$ECHO_PORT"
 
+metrics() { curl -fsS "http://$ADMIN/metrics"; }
 active() { # sum of wsgate_sessions_active over routes
-  curl -fsS "http://$ADMIN/metrics" | awk '/^wsgate_sessions_active[{ ]/ {s+=$NF} END {print s+0}'
+  metrics | awk '/^wsgate_sessions_active[{ ]/ {s+=$NF} END {print s+0}'
+}
+unresponsive() { # sum of wsgate_session_closes_total{reason="unresponsive"}
+  metrics | awk '/^wsgate_session_closes_total\{/ && /reason="unresponsive"/ {s+=$NF} END {print s+0}'
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$GW/status"; }
 fds() { ls "/proc/$GW/fd" | wc -l; }
 
 BASE_FDS=$(fds); BASE_RSS=$(rss_kb)
 CSV="$OUT/samples.csv"
-echo "t_seconds,phase,rss_kb,fds,sessions_active" > "$CSV"
+echo "t_seconds,phase,rss_kb,fds,sessions_active,unresponsive_closes" > "$CSV"
 START=$(date +%s)
-sample() { echo "$(( $(date +%s) - START )),$1,$(rss_kb),$(fds),$(active)" >> "$CSV"; }
+sample() { echo "$(( $(date +%s) - START )),$1,$(rss_kb),$(fds),$(active),$(unresponsive)" >> "$CSV"; }
 sample baseline
 
 nice -n 10 "$SOAK" drive --url "ws://$LISTEN/soak" --token "$TOKEN" --rate "$RATE" --long "$LONG" \
-  --seconds "$DURATION_S" > "$OUT/driver.log" 2> "$OUT/driver.err" &
+  --seconds "$DURATION_S" --vanish "$VANISH" --vanish-hold "$VANISH_HOLD" > "$OUT/driver.log" 2> "$OUT/driver.err" &
 DRIVER=$!
 PIDS+=($DRIVER)
 
@@ -141,6 +182,8 @@ for _ in $(seq 1 6); do
   [ "$END_ACTIVE" = 0 ] && [ "$END_FDS" -le $((BASE_FDS + FD_SLACK)) ] && break
 done
 END_RSS=$(rss_kb)
+END_UNRESPONSIVE=$(unresponsive)
+VANISHED=$(sed -nE 's/^summary.* vanished=([0-9]+).*/\1/p' "$OUT/driver.log")
 
 summary=$(awk -F, 'NR>1 && $2=="load" {
     n++; if (n==1) {fr=$3; ff=$4}; lr=$3; lf=$4;
@@ -152,6 +195,10 @@ echo
 echo "soak: $summary"
 grep '^summary' "$OUT/driver.log" | sed 's/^/soak: driver /' || true
 echo "soak: baseline rss_kb=$BASE_RSS fds=$BASE_FDS; end rss_kb=$END_RSS fds=$END_FDS sessions_active=$END_ACTIVE"
+echo "soak: vanished sessions ${VANISHED:-?}; closed by the gateway as unresponsive: $END_UNRESPONSIVE"
+if [ -n "${VANISHED:-}" ] && [ "$VANISHED" -gt 0 ] && [ "$END_UNRESPONSIVE" -lt "$VANISHED" ]; then
+  echo "soak: WARNING fewer unresponsive closes than vanished sessions (some were closed another way, see gateway.log)"
+fi
 
 # Memory: compare the mean RSS of the last quarter of the load with the
 # second quarter (after warm-up). Allocators keep freed pages, so this warns

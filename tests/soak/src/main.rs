@@ -5,7 +5,7 @@
 //!
 //! `wsgate-soak drive --url ws://127.0.0.1:P/path --token JWT [--rate 200]
 //!     [--long 1000] [--seconds 1800] [--messages 3] [--ping-every 10]
-//!     [--max-inflight 2000]`
+//!     [--max-inflight 2000] [--vanish 0.2] [--vanish-hold 15]`
 //!     Opens `--long` sessions that stay connected and ping every
 //!     `--ping-every` seconds, and at the same time runs churn sessions at
 //!     `--rate` per second: connect, send `--messages` text messages, read the
@@ -13,9 +13,19 @@
 //!     sessions are closed with 1000, and a summary line is printed. Every
 //!     10 s a `stats` line goes to stdout. Exit 1 when any long-lived session
 //!     was lost or more than 1% of churn sessions failed.
+//!
+//!     `--vanish F` (0 to 1, default 0): that fraction of the long-lived
+//!     sessions (every 1/F-th one, spread over the first half of the run) and
+//!     of the churn sessions (after their messages and echoes) vanish: the
+//!     driver keeps the socket open but never reads, writes or closes it
+//!     again, like a laptop that dropped off the network while the kernel
+//!     still holds the connection. The gateway's keepalive has to find them.
+//!     They are dropped only at the end, `--vanish-hold` seconds after the
+//!     last one vanished (give it the gateway's ping_interval + ping_timeout
+//!     and a margin, so that every one of them was pinged and timed out).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -103,6 +113,17 @@ struct Counters {
     pings: AtomicU64,
     pongs: AtomicU64,
     messages: AtomicU64,
+    long_vanished: AtomicU64,
+    churn_vanished: AtomicU64,
+}
+
+/// Vanished sessions: held, never polled, dropped at the end of the run.
+type Graveyard = Arc<Mutex<Vec<Ws>>>;
+
+/// Whether the `i`-th session of a series is one of the fraction `f` that vanish
+/// (evenly spread: with 0.2, every fifth one).
+fn picked(i: u64, f: f64) -> bool {
+    f > 0.0 && ((i + 1) as f64 * f).floor() > (i as f64 * f).floor()
 }
 
 async fn connect(url: &str, token: &str) -> Result<Ws, String> {
@@ -117,7 +138,13 @@ async fn connect(url: &str, token: &str) -> Result<Ws, String> {
     Ok(ws)
 }
 
-async fn churn_one(url: &str, token: &str, messages: usize, c: &Counters) -> Result<(), String> {
+async fn churn_one(
+    url: &str,
+    token: &str,
+    messages: usize,
+    c: &Counters,
+    vanish: Option<&Graveyard>,
+) -> Result<(), String> {
     let mut ws = connect(url, token).await?;
     for i in 0..messages {
         let text = format!("churn message {i}");
@@ -130,6 +157,12 @@ async fn churn_one(url: &str, token: &str, messages: usize, c: &Counters) -> Res
             }
         }
         c.messages.fetch_add(1, Relaxed);
+    }
+    if let Some(graveyard) = vanish {
+        // Gone without a word: no close, no more reads.
+        graveyard.lock().unwrap().push(ws);
+        c.churn_vanished.fetch_add(1, Relaxed);
+        return Ok(());
     }
     ws.close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -151,12 +184,28 @@ async fn long_lived(
     ping_every: Duration,
     mut stop: watch::Receiver<bool>,
     c: Arc<Counters>,
+    vanish: Option<(tokio::time::Instant, Graveyard)>,
 ) {
     let (mut tx, mut rx) = ws.split();
     let mut tick = tokio::time::interval(ping_every);
     tick.tick().await;
+    let (vanish_at, graveyard) = match vanish {
+        Some((at, g)) => (Some(at), Some(g)),
+        None => (None, None),
+    };
+    let vanish_sleep = tokio::time::sleep_until(vanish_at.unwrap_or_else(tokio::time::Instant::now));
+    tokio::pin!(vanish_sleep);
     loop {
         tokio::select! {
+            _ = &mut vanish_sleep, if vanish_at.is_some() => {
+                // Stop reading and writing; keep the socket until the end.
+                if let (Ok(ws), Some(g)) = (rx.reunite(tx), graveyard) {
+                    g.lock().unwrap().push(ws);
+                }
+                c.long_vanished.fetch_add(1, Relaxed);
+                c.long_open.fetch_sub(1, Relaxed);
+                return;
+            }
             _ = stop.changed() => {
                 let _ = tx.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "soak over".into() }))).await;
                 let deadline = tokio::time::sleep(Duration::from_secs(10));
@@ -201,6 +250,13 @@ async fn drive(args: &[String]) -> i32 {
     let messages: usize = num(args, "--messages", 3);
     let ping_every = Duration::from_secs(num(args, "--ping-every", 10));
     let max_inflight: usize = num(args, "--max-inflight", 2000);
+    let vanish: f64 = num(args, "--vanish", 0.0);
+    let vanish_hold = Duration::from_secs(num(args, "--vanish-hold", 15));
+    if !(0.0..=1.0).contains(&vanish) {
+        eprintln!("--vanish must be between 0 and 1");
+        return 2;
+    }
+    let graveyard: Graveyard = Arc::new(Mutex::new(Vec::new()));
 
     let c = Arc::new(Counters::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -213,7 +269,16 @@ async fn drive(args: &[String]) -> i32 {
         match connect(&url, &token).await {
             Ok(ws) => {
                 c.long_open.fetch_add(1, Relaxed);
-                long_tasks.push(tokio::spawn(long_lived(ws, ping_every, stop_rx.clone(), c.clone())));
+                // Vanishers go at evenly spread moments over the first half of the run.
+                let v = picked(i as u64, vanish).then(|| {
+                    let k = (i as f64 * vanish).floor();
+                    let n = (long as f64 * vanish).floor().max(1.0);
+                    let at = tokio::time::Instant::now()
+                        + Duration::from_secs(5)
+                        + Duration::from_secs_f64(seconds as f64 / 2.0 * k / n);
+                    (at, graveyard.clone())
+                });
+                long_tasks.push(tokio::spawn(long_lived(ws, ping_every, stop_rx.clone(), c.clone(), v)));
             }
             Err(e) => {
                 open_fail += 1;
@@ -235,11 +300,12 @@ async fn drive(args: &[String]) -> i32 {
             loop {
                 t.tick().await;
                 println!(
-                    "stats t={:.0} churn_started={} churn_ok={} churn_failed={} churn_skipped={} long_open={} long_lost={} pings={} pongs={} messages={}",
+                    "stats t={:.0} churn_started={} churn_ok={} churn_failed={} churn_skipped={} long_open={} long_lost={} pings={} pongs={} messages={} vanished={}",
                     started.elapsed().as_secs_f64(),
                     c.churn_started.load(Relaxed), c.churn_ok.load(Relaxed), c.churn_failed.load(Relaxed),
                     c.churn_skipped.load(Relaxed), c.long_open.load(Relaxed), c.long_lost.load(Relaxed),
                     c.pings.load(Relaxed), c.pongs.load(Relaxed), c.messages.load(Relaxed),
+                    c.long_vanished.load(Relaxed) + c.churn_vanished.load(Relaxed),
                 );
             }
         })
@@ -269,10 +335,11 @@ async fn drive(args: &[String]) -> i32 {
             c.churn_skipped.fetch_add(1, Relaxed);
             continue;
         };
-        c.churn_started.fetch_add(1, Relaxed);
+        let n = c.churn_started.fetch_add(1, Relaxed);
+        let v = picked(n, vanish).then(|| graveyard.clone());
         let (url, token, c, err_tx) = (url.clone(), token.clone(), c.clone(), err_tx.clone());
         tokio::spawn(async move {
-            let r = tokio::time::timeout(Duration::from_secs(15), churn_one(&url, &token, messages, &c)).await;
+            let r = tokio::time::timeout(Duration::from_secs(15), churn_one(&url, &token, messages, &c, v.as_ref())).await;
             match r {
                 Ok(Ok(())) => { c.churn_ok.fetch_add(1, Relaxed); }
                 Ok(Err(e)) => { c.churn_failed.fetch_add(1, Relaxed); let _ = err_tx.send(e); }
@@ -290,13 +357,24 @@ async fn drive(args: &[String]) -> i32 {
         let _ = t.await;
     }
     rep.abort();
+    // The vanished sessions: every one has gone by now (the churn sessions
+    // have finished and the long-lived ones have stopped), so hold them for
+    // `--vanish-hold`, long enough for the gateway's keepalive to time out
+    // the last of them, then drop them.
+    let vanished = c.long_vanished.load(Relaxed) + c.churn_vanished.load(Relaxed);
+    if vanished > 0 {
+        tokio::time::sleep(vanish_hold).await;
+        let n = std::mem::take(&mut *graveyard.lock().unwrap()).len();
+        println!("dropped {n} vanished sessions after holding them {}s", vanish_hold.as_secs());
+    }
     let started_n = c.churn_started.load(Relaxed);
     let failed = c.churn_failed.load(Relaxed);
     let lost = c.long_lost.load(Relaxed);
     println!(
-        "summary churn_seconds={churn_secs:.0} churn_started={started_n} churn_ok={} churn_failed={failed} churn_skipped={} churn_rate={:.1}/s long_requested={long} long_open_failed={open_fail} long_closed_ok={} long_lost={lost} pings={} pongs={} messages={}",
+        "summary churn_seconds={churn_secs:.0} churn_started={started_n} churn_ok={} churn_failed={failed} churn_skipped={} churn_rate={:.1}/s long_requested={long} long_open_failed={open_fail} long_closed_ok={} long_lost={lost} pings={} pongs={} messages={} long_vanished={} churn_vanished={} vanished={vanished}",
         c.churn_ok.load(Relaxed), c.churn_skipped.load(Relaxed), started_n as f64 / churn_secs.max(1.0),
         c.long_closed_ok.load(Relaxed), c.pings.load(Relaxed), c.pongs.load(Relaxed), c.messages.load(Relaxed),
+        c.long_vanished.load(Relaxed), c.churn_vanished.load(Relaxed),
     );
     if lost > 0 || open_fail > 0 || failed * 100 > started_n {
         1
