@@ -142,3 +142,23 @@ def test_a_token_issued_in_the_future_is_refused(echo, start_gateway):
     status, headers, _ = harness.refused(gw.ws_url("/echo"), token(iat=int(time.time()) + 3600))
     assert status == 401
     assert "token not yet valid" in headers["WWW-Authenticate"]
+
+
+def test_strip_removes_every_carrier_and_keep_forwards_only_the_verified_one(echo, start_gateway):
+    sources = ["header", {"query": "access_token"}, {"cookie": "access_token"}]
+    cfg = config(echo.url, token_sources=sources, origins=["https://app.test"])
+    keep = dict(cfg["routes"][0], id="keep", path="/keep", forward={"token": "keep"})
+    cfg["routes"].append(keep)
+    gw = start_gateway(cfg)
+    good, stale = token("alice"), token("bob", ttl=-3600)
+    for path in ["/echo", "/keep"]:
+        url = gw.ws_url(f"{path}?access_token={stale}&room=1")
+        headers = {"Cookie": f"access_token={stale}; theme=dark"}
+        assert harness.roundtrip(url, good, headers=headers) == "hello"
+    stripped, kept = echo.requests[-2], echo.requests[-1]
+    for request in (stripped, kept):
+        assert stale not in request["path"]
+        assert echo.header("cookie", request) == ["theme=dark"]
+    assert "access_token" not in stripped["path"]
+    assert echo.header("authorization", stripped) == []
+    assert echo.header("authorization", kept) == [f"Bearer {good}"]
