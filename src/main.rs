@@ -53,15 +53,7 @@ fn main() -> ExitCode {
             // Logging starts here rather than in `serve` (which starts it
             // again, a no-op), so the warnings go out in the configured format.
             wsgate::telemetry::init(&checked.config.log);
-            for w in &checked.warnings {
-                tracing::warn!(
-                    file = %w.file.display(),
-                    line = w.location.map(|l| l.line),
-                    field = %w.path,
-                    "config: {}",
-                    w.message
-                );
-            }
+            checked.log_warnings();
             let cfg = checked.config;
             // The control runtime (accept loops, admin, background work):
             // connections and sessions run on the I/O workers (`wsgate::workers`).

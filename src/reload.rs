@@ -51,15 +51,7 @@ pub fn record_config_hash(gw: &Gateway) {
 async fn apply(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     let old = gw.snapshot.load_full();
     let checked = config::load_checked(&old.config.source)?;
-    for w in &checked.warnings {
-        tracing::warn!(
-            file = %w.file.display(),
-            line = w.location.map(|l| l.line),
-            field = %w.path,
-            "config: {}",
-            w.message
-        );
-    }
+    checked.log_warnings();
     let cfg = checked.config;
     if cfg
         .listeners

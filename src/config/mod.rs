@@ -44,6 +44,22 @@ pub struct Checked {
     pub warnings: Vec<ConfigError>,
 }
 
+impl Checked {
+    /// Logs each warning, located (start-up and reload both say them).
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            // `::`: this module has a `tracing` of its own (the config key).
+            ::tracing::warn!(
+                file = %w.file.display(),
+                line = w.location.map(|l| l.line),
+                field = %w.path,
+                "config: {}",
+                w.message
+            );
+        }
+    }
+}
+
 /// Reads, expands (from the process environment), parses and validates the
 /// config at `path`. Relative paths inside it are resolved against its folder.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
