@@ -319,15 +319,20 @@ impl Metrics {
     }
 
     /// Handles for one session's hot path, resolved once at session start.
+    /// The session counts in `wsgate_sessions_active` for as long as the
+    /// returned value lives: the caller creates it before the client is told
+    /// 101, so a client that holds a session always finds it counted.
     pub fn for_session(&self, route: &str) -> SessionMetrics {
         let dir = |direction| DirectionLabels {
             route: route.to_owned(),
             direction,
         };
+        let active = self.sessions_active.get_or_create_owned(&RouteLabel {
+            route: route.to_owned(),
+        });
+        active.inc();
         SessionMetrics {
-            active: self.sessions_active.get_or_create_owned(&RouteLabel {
-                route: route.to_owned(),
-            }),
+            active,
             msgs_up: self
                 .messages
                 .get_or_create_owned(&dir(Direction::to_upstream)),
@@ -358,13 +363,19 @@ impl Drop for PendingGuard {
 }
 
 /// Pre-resolved counters for one session (each is an `Arc` to an atomic).
-#[derive(Clone)]
+/// Not `Clone`: it holds one count of the active gauge, given back on drop.
 pub struct SessionMetrics {
-    pub active: Gauge,
+    active: Gauge,
     pub msgs_up: Counter,
     pub msgs_down: Counter,
     pub bytes_up: Counter,
     pub bytes_down: Counter,
+}
+
+impl Drop for SessionMetrics {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
 }
 
 impl SessionMetrics {
@@ -389,7 +400,6 @@ mod tests {
         m.handshake("chat", Outcome::ok, 0.01);
         m.session_closed("chat", "expired");
         let s = m.for_session("chat");
-        s.active.inc();
         s.relayed_many(Direction::to_client, 1, 10);
         m.set_worker_tasks(&[3, 7]);
         let text = m.encode();
@@ -404,5 +414,9 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+        drop(s);
+        assert!(m
+            .encode()
+            .contains("wsgate_sessions_active{route=\"chat\"} 0"));
     }
 }

@@ -65,7 +65,6 @@ fn sessions(n: usize) -> (Arc<Registry>, Metrics, Vec<(SessionGuard, SessionMetr
                 .register(handle, None, None, slot)
                 .expect("register");
             let m = metrics.for_session(route);
-            m.active.inc();
             m.relayed_many(Direction::to_client, 3, 300);
             metrics.handshake(route, wsgate::metrics::Outcome::ok, 0.002);
             (guard, m)

@@ -113,8 +113,10 @@ pub(super) fn start(
                 super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started, &detail);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
                 let mut connected = connected;
-                crate::proxy::task::run(&gw2, &route, &guard, &mut client, &mut connected, interceptor).await;
+                let metrics = gw2.metrics.for_session(&route.id);
+                crate::proxy::task::run(&gw2, &route, &guard, &metrics, &mut client, &mut connected, interceptor).await;
                 drop(connected);
+                drop(metrics);
                 drop(guard);
             }
             Err((reject, token)) => {

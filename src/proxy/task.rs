@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::gateway::Gateway;
+use crate::metrics::SessionMetrics;
 use crate::proxy::client_io::close_client;
 use crate::proxy::pump::{self, PumpSettings};
 use crate::proxy::relay::Interceptor;
@@ -26,6 +27,8 @@ pub fn spawn(
     on_upgrade: OnUpgrade,
 ) {
     let gw2 = Arc::clone(gw);
+    // Counted before hyper answers 101, not once the upgrade completes.
+    let metrics = gw.metrics.for_session(&route.id);
     gw.sessions.spawn(async move {
         let mut client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
@@ -39,6 +42,7 @@ pub fn spawn(
             &gw2,
             &route,
             &guard,
+            &metrics,
             &mut client,
             &mut connected,
             interceptor,
@@ -46,6 +50,7 @@ pub fn spawn(
         .await;
         // The upstream's lease first, then the session's slot.
         drop(connected);
+        drop(metrics);
         drop(guard);
     });
 }
@@ -58,6 +63,7 @@ pub async fn run<C>(
     gw: &Arc<Gateway>,
     route: &Route,
     guard: &SessionGuard,
+    metrics: &SessionMetrics,
     client: &mut C,
     connected: &mut Connected,
     interceptor: Option<Box<dyn Interceptor>>,
@@ -65,8 +71,6 @@ pub async fn run<C>(
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let handle = Arc::clone(guard.handle());
-    let metrics = gw.metrics.for_session(&route.id);
-    metrics.active.inc();
     let settings = PumpSettings {
         deflate: connected.extensions.is_some(),
         ..PumpSettings::from_route(&route.cfg.session)
@@ -83,12 +87,11 @@ pub async fn run<C>(
         &mut connected.io,
         &handle,
         &settings,
-        &metrics,
+        metrics,
         &handle.tally,
         interceptor.as_deref(),
     )
     .await;
-    metrics.active.dec();
     gw.metrics.session_closed(&route.id, reason.metric_label());
     let to_client = reason.to_client();
     let to_upstream = reason.to_upstream();
