@@ -24,6 +24,9 @@ pub const OP_PONG: u8 = 10;
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
     pub fin: bool,
+    /// The reserved bits as they sit in the first byte (`0x40` = RSV1, the
+    /// "compressed" bit of permessage-deflate).
+    pub rsv: u8,
     pub opcode: u8,
     pub mask: Option<[u8; 4]>,
     pub len: usize,
@@ -37,6 +40,7 @@ pub fn parse_header(buf: &[u8]) -> Option<Header> {
         return None;
     }
     let fin = buf[0] & 0x80 != 0;
+    let rsv = buf[0] & 0x70;
     let opcode = buf[0] & 0x0f;
     let masked = buf[1] & 0x80 != 0;
     let (len, mut at) = match buf[1] & 0x7f {
@@ -68,6 +72,7 @@ pub fn parse_header(buf: &[u8]) -> Option<Header> {
     };
     Some(Header {
         fin,
+        rsv,
         opcode,
         mask,
         len,
@@ -295,7 +300,8 @@ pub async fn upgrade(
     host: &str,
     path: &str,
     token: Option<&str>,
-) -> io::Result<(u16, Vec<u8>)> {
+    extensions: Option<&str>,
+) -> io::Result<Upgraded> {
     let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -303,6 +309,11 @@ pub async fn upgrade(
     if let Some(t) = token {
         req.push_str("Authorization: Bearer ");
         req.push_str(t);
+        req.push_str("\r\n");
+    }
+    if let Some(e) = extensions {
+        req.push_str("Sec-WebSocket-Extensions: ");
+        req.push_str(e);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
@@ -320,17 +331,64 @@ pub async fn upgrade(
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(end) = head_end(&buf) {
-            let status = std::str::from_utf8(&buf[..end])
-                .ok()
-                .and_then(|s| s.split(' ').nth(1))
+            let head = String::from_utf8_lossy(&buf[..end]);
+            let status = head
+                .split(' ')
+                .nth(1)
                 .and_then(|s| s.parse::<u16>().ok())
                 .unwrap_or(0);
-            return Ok((status, buf[end..].to_vec()));
+            return Ok(Upgraded {
+                status,
+                extensions: header_value(&head, "sec-websocket-extensions"),
+                rest: buf[end..].to_vec(),
+            });
         }
         if buf.len() > 16 * 1024 {
             return Err(io::Error::other("answer head too large"));
         }
     }
+}
+
+/// The answer to an upgrade request.
+pub struct Upgraded {
+    pub status: u16,
+    /// The server's `Sec-WebSocket-Extensions`, if it sent one.
+    pub extensions: Option<String>,
+    /// Bytes read past the answer's head (frames already sent).
+    pub rest: Vec<u8>,
+}
+
+/// The first value of header `name` (lowercase) in an HTTP head.
+pub fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
+/// The permessage-deflate offer (RFC 7692) of the compressing load
+/// generator. No context takeover either way: every message is compressed
+/// on its own, so one compressed message can be sent (and echoed) again and
+/// again and stay a valid message.
+pub const DEFLATE_OFFER: &str =
+    "permessage-deflate; client_no_context_takeover; server_no_context_takeover";
+
+/// `payload` as the body of one permessage-deflate message (RFC 7692
+/// §7.2.1): raw DEFLATE ended by a sync flush, without its final
+/// `00 00 ff ff`.
+pub fn deflate_message(payload: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail; `flush` is the sync flush.
+    let _ = z.write_all(payload);
+    let _ = z.flush();
+    let mut out = z.get_ref().clone();
+    if out.ends_with(&[0, 0, 0xff, 0xff]) {
+        out.truncate(out.len() - 4);
+    }
+    out
 }
 
 /// Sets SO_LINGER 0 so dropping the socket resets it (no TIME_WAIT left on

@@ -1,7 +1,14 @@
 //! A fast WebSocket echo upstream: answers the upgrade, then sends every data
-//! frame back as it came (same opcode and FIN bit, unmasked), answers pings,
-//! and echoes a close frame before closing. All complete frames in one read
-//! are answered with one write.
+//! frame back as it came (same opcode, FIN and reserved bits, unmasked),
+//! answers pings, and echoes a close frame before closing. All complete
+//! frames in one read are answered with one write.
+//!
+//! A `permessage-deflate` offer is accepted with no context takeover either
+//! way. The echo does not inflate: with no context takeover each compressed
+//! message stands alone, so a client's compressed message sent back as it
+//! came (RSV1 kept) is a valid compressed message from the server. That is
+//! all the relay benchmark needs: the proxy in between only passes the
+//! compressed frames on.
 //!
 //! `echo [--bind 127.0.0.1:0]` prints `echo ready addr=IP:PORT` on stdout.
 
@@ -51,17 +58,18 @@ async fn serve(mut tcp: TcpStream) -> io::Result<()> {
         }
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let key = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim()
-                .eq_ignore_ascii_case("sec-websocket-key")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
+    let key = header_value(&head, "sec-websocket-key").unwrap_or_default();
+    let deflate = header_value(&head, "sec-websocket-extensions").is_some_and(|e| {
+        e.split(',')
+            .any(|o| o.trim().starts_with("permessage-deflate"))
+    });
+    let extensions = if deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let answer = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n{extensions}\r\n",
         accept_key(&key)
     );
     tcp.write_all(answer.as_bytes()).await?;
@@ -105,7 +113,9 @@ async fn serve(mut tcp: TcpStream) -> io::Result<()> {
                     closing = true;
                 }
                 op => {
+                    let first = out.len();
                     put_header(&mut out, h.fin, op, h.len, None);
+                    out[first] |= h.rsv;
                     out.extend_from_slice(payload);
                 }
             }

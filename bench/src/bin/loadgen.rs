@@ -7,7 +7,11 @@
 //! loadgen hold       --addr A [--tls-ca CA] --path P --tokens F --levels 1000,5000,9500
 //! ```
 //! Common: `--sources 127.0.0.2,127.0.0.3` spreads connections over source
-//! addresses; `--host` sets the Host header (default `localhost`).
+//! addresses; `--host` sets the Host header (default `localhost`);
+//! `--deflate` offers permessage-deflate and fails unless the answer
+//! accepts it. `throughput --deflate` then sends a `--size`-byte text
+//! message compressed (RSV1), the same compressed bytes every time (no
+//! context takeover), and reports its wire size.
 //! Client frames carry an all-zero mask key (valid, and it keeps the load
 //! generator's CPU for the proxies).
 //!
@@ -33,6 +37,7 @@ struct Common {
     host: String,
     tokens: Arc<Vec<String>>,
     pid: Option<u32>,
+    deflate: bool,
 }
 
 fn common(args: &Args) -> io::Result<Common> {
@@ -71,6 +76,7 @@ fn common(args: &Args) -> io::Result<Common> {
         host,
         tokens: Arc::new(tokens),
         pid: args.get("pid").and_then(|p| p.parse().ok()),
+        deflate: args.has("deflate"),
     })
 }
 
@@ -86,11 +92,22 @@ impl Common {
     /// Connects and upgrades session `i`; fails unless the answer is 101.
     async fn open(&self, i: usize) -> io::Result<(Conn, Vec<u8>)> {
         let mut c = connect(&self.target, i).await?;
-        let (status, rest) = upgrade(&mut c, &self.host, &self.target.path, self.token(i)).await?;
-        if status != 101 {
-            return Err(io::Error::other(format!("upgrade answered {status}")));
+        let offer = self.deflate.then_some(DEFLATE_OFFER);
+        let up = upgrade(&mut c, &self.host, &self.target.path, self.token(i), offer).await?;
+        if up.status != 101 {
+            return Err(io::Error::other(format!("upgrade answered {}", up.status)));
         }
-        Ok((c, rest))
+        let accepted = up
+            .extensions
+            .as_deref()
+            .is_some_and(|e| e.starts_with("permessage-deflate"));
+        if self.deflate && !accepted {
+            return Err(io::Error::other(format!(
+                "permessage-deflate offered, not accepted (answer: {:?})",
+                up.extensions
+            )));
+        }
+        Ok((c, up.rest))
     }
 }
 
@@ -175,6 +192,36 @@ fn client_frame(size: usize, fill: u8) -> Vec<u8> {
     f
 }
 
+/// A `size`-byte chat-like text compressed as one permessage-deflate
+/// message: a text frame with RSV1, masked with the all-zero key. The words
+/// are drawn pseudo-randomly from a small vocabulary, which compresses about
+/// as well as chat or JSON traffic does (a few times), not as a repeated
+/// line would (a hundred times).
+fn compressed_frame(size: usize) -> Vec<u8> {
+    const WORDS: [&str; 32] = [
+        "the", "session", "token", "gateway", "message", "room", "user", "sent", "at", "standup",
+        "deploy", "is", "green", "red", "see", "you", "later", "ok", "thanks", "for", "review",
+        "merge", "ticket", "done", "on", "call", "today", "build", "passed", "failed", "lunch",
+        "now",
+    ];
+    let mut text = Vec::with_capacity(size + 16);
+    let mut x: u32 = 0x9e37_79b9;
+    while text.len() < size {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        text.extend_from_slice(WORDS[(x % 32) as usize].as_bytes());
+        text.push(b' ');
+    }
+    text.truncate(size);
+    let body = deflate_message(&text);
+    let mut f = Vec::with_capacity(body.len() + 14);
+    put_header(&mut f, true, OP_TEXT, body.len(), Some([0; 4]));
+    f[0] |= 0x40;
+    f.extend_from_slice(&body);
+    f
+}
+
 async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let conns: usize = args.num("conns", 64);
     let size: usize = args.num("size", 64);
@@ -188,10 +235,16 @@ async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
     for i in 0..conns {
         opened.push(c.open(i).await?);
     }
+    let frame = if c.deflate {
+        compressed_frame(size)
+    } else {
+        client_frame(size, b'x')
+    };
+    let wire_size = frame.len() - parse_header(&frame).map_or(0, |h| h.header_len);
     for (conn, rest) in opened {
         let (mut r, mut w) = tokio::io::split(conn);
         let credits = Arc::new((AtomicUsize::new(window), Notify::new()));
-        let frame = client_frame(size, b'x');
+        let frame = frame.clone();
         let (cr, stop_w, errs) = (credits.clone(), stop.clone(), errors.clone());
         tokio::spawn(async move {
             let mut out = Vec::with_capacity(frame.len() * window);
@@ -253,6 +306,7 @@ async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
         "errors": errors.load(Ordering::Relaxed),
         "proxy_cores": cores,
         "conns": conns, "size": size, "window": window, "secs": el,
+        "deflate": c.deflate, "wire_size": wire_size,
     }));
     Ok(())
 }
@@ -516,7 +570,10 @@ async fn hold(c: Arc<Common>, args: &Args) -> io::Result<()> {
             break;
         }
     }
-    while watch {
+    if !watch {
+        return Ok(());
+    }
+    loop {
         let mut line = String::new();
         let l = tokio::task::block_in_place(|| stdin.lock().read_line(&mut line))?;
         match line.trim() {

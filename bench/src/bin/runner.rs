@@ -384,7 +384,7 @@ fn run() -> io::Result<()> {
     };
 
     let mut rows: Vec<Row> = Vec::new();
-    // `--only idle,throughput,latency,handshakes` runs a subset.
+    // `--only idle,throughput,deflate,latency,handshakes` runs a subset.
     let only = args.get("only").map(str::to_owned);
     let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
 
@@ -429,12 +429,21 @@ fn run() -> io::Result<()> {
         xs.get(xs.len() / 2).copied().unwrap_or(0.0)
     };
     let tp_rounds: usize = args.num("tp-rounds", p.tp_rounds).max(1);
-    for size in [64usize, 16384].into_iter().filter(|_| want("throughput")) {
+    // The same sizes again with permessage-deflate negotiated end to end
+    // (`--only deflate`): the proxies pass compressed frames unchanged, so
+    // their messages/s should match the uncompressed rows'.
+    let variants = [(64usize, false), (16384, false), (64, true), (16384, true)];
+    let mut plain_msgs: Vec<(usize, &str, f64)> = Vec::new();
+    for (size, deflate) in variants
+        .into_iter()
+        .filter(|(_, d)| want(if *d { "deflate" } else { "throughput" }))
+    {
         let mut runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
         for round in 0..tp_rounds {
             for (ti, t) in targets.iter().enumerate() {
                 eprintln!(
-                    "-- throughput {size} B, round {}/{tp_rounds}: {}",
+                    "-- throughput {size} B{}, round {}/{tp_rounds}: {}",
+                    if deflate { " deflate" } else { "" },
                     round + 1,
                     t.name
                 );
@@ -454,6 +463,9 @@ fn run() -> io::Result<()> {
                     ]
                     .map(String::from),
                 );
+                if deflate {
+                    a.push("--deflate".into());
+                }
                 let v = loadgen_run(&loadgen, "throughput", &a)?;
                 if f(&v, "msgs_per_s") <= 0.0 {
                     problem(format!("{}: nothing relayed at {size} B", t.name));
@@ -462,7 +474,12 @@ fn run() -> io::Result<()> {
                 runs[ti].push(v);
             }
         }
-        let label = if size == 64 { "64 B" } else { "16 KiB" };
+        let label = match (size, deflate) {
+            (64, false) => "64 B",
+            (_, false) => "16 KiB",
+            (64, true) => "64 B deflate",
+            (_, true) => "16 KiB deflate",
+        };
         let per_round = |name: &str| {
             targets.iter().position(|t| t.name == name).map(|i| {
                 runs[i]
@@ -483,14 +500,32 @@ fn run() -> io::Result<()> {
         }
         for (ti, t) in targets.iter().enumerate() {
             let med = |k: &str| median(runs[ti].iter().map(|v| f(v, k)).collect());
+            let msgs = med("msgs_per_s");
+            if !deflate {
+                plain_msgs.push((size, t.name, msgs));
+            } else if let Some((_, _, plain)) = plain_msgs
+                .iter()
+                .find(|(s, n, _)| *s == size && *n == t.name)
+            {
+                notes.push(format!(
+                    "throughput {label}: {} at {:.2}x its uncompressed {size} B msgs/s ({} B on the wire per message)",
+                    t.name,
+                    msgs / plain.max(1.0),
+                    med("wire_size")
+                ));
+            }
             rows.push(Row::new(
                 format!("throughput {label}: msgs/s"),
                 t.name,
-                med("msgs_per_s"),
+                msgs,
                 true,
             ));
             rows.push(Row::new(
-                format!("throughput {label}: MB/s"),
+                if deflate {
+                    format!("throughput {label}: MB/s (uncompressed)")
+                } else {
+                    format!("throughput {label}: MB/s")
+                },
                 t.name,
                 med("mb_per_s"),
                 true,
