@@ -34,3 +34,28 @@ fn mask_matches_bytewise() {
         .collect();
     assert_eq!(fast, slow);
 }
+
+#[test]
+fn a_deflated_message_inflates_back_per_rfc7692() {
+    let text: Vec<u8> = b"hello hello gateway session ".repeat(40);
+    let body = deflate_message(&text);
+    assert!(body.len() < text.len() / 4, "{} bytes", body.len());
+    assert!(!body.ends_with(&[0, 0, 0xff, 0xff]));
+    // A receiver appends the four bytes back and inflates (RFC 7692 §7.2.2).
+    let mut tail = body.clone();
+    tail.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut z = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(text.len() + 16);
+    z.decompress_vec(&tail, &mut out, flate2::FlushDecompress::Sync)
+        .expect("inflate");
+    assert_eq!(out, text);
+}
+
+#[test]
+fn reserved_bits_are_read() {
+    let mut b = Vec::new();
+    put_header(&mut b, true, OP_TEXT, 3, None);
+    b[0] |= 0x40;
+    let h = parse_header(&b).unwrap();
+    assert_eq!((h.rsv, h.opcode, h.fin), (0x40, OP_TEXT, true));
+}
