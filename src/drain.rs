@@ -79,9 +79,7 @@ impl Drain {
         let start = Instant::now();
         for (round, batch) in sessions.chunks(plan.batch).enumerate() {
             tokio::time::sleep_until(start + plan.step * round as u32).await;
-            for s in batch {
-                s.close(CloseReason::Shutdown);
-            }
+            crate::session::close_many(batch, &CloseReason::Shutdown);
         }
     }
 }

@@ -27,6 +27,26 @@ use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
+thread_local! {
+    /// The worker this thread is, on worker threads.
+    static CURRENT: std::cell::RefCell<Option<Worker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// One worker: its place in the set and its runtime.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    pub index: usize,
+    pub handle: Handle,
+}
+
+impl Worker {
+    /// The worker the calling thread is (`None` off the worker threads:
+    /// the control runtime, tests).
+    pub fn current() -> Option<Worker> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+}
+
 /// A running set of worker threads. Stopping them ([`Workers::stop`])
 /// drops whatever tasks they still hold.
 pub struct Workers {
@@ -49,10 +69,15 @@ impl Workers {
                 .enable_all()
                 .build()?;
             let handle = rt.handle().clone();
+            let home = Worker {
+                index: i,
+                handle: handle.clone(),
+            };
             let stopped = stop.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("wsgate-io-{i}"))
                 .spawn(move || {
+                    CURRENT.with(|c| *c.borrow_mut() = Some(home));
                     rt.block_on(stopped.cancelled());
                     // Dropped here, on its own thread and outside any
                     // runtime: tasks still held are cancelled.

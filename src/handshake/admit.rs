@@ -283,7 +283,7 @@ async fn cluster_place(
 /// A token whose issuer has no keys yet (a remote set still being fetched)
 /// gets no verdict and keeps its session; the log says how many.
 pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
-    let mut closed = 0;
+    let mut refused = Vec::new();
     let mut undecided = 0;
     for s in gw.registry.all() {
         let verdict = judge_again(gw, snapshot, &s).await;
@@ -292,12 +292,11 @@ pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
             Err(Reject::InvalidToken(crate::auth::AuthError::NoKeys)) => undecided += 1,
             Err(reject) => {
                 tracing::info!(session = s.id, route = %s.route, reason = %reject, "session no longer admitted after reload");
-                if s.close(CloseReason::Policy) {
-                    closed += 1;
-                }
+                refused.push(s);
             }
         }
     }
+    let closed = crate::session::close_many(&refused, &CloseReason::Policy);
     if undecided > 0 {
         tracing::warn!(
             sessions = undecided,

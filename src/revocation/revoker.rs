@@ -238,10 +238,7 @@ impl Revoker {
 }
 
 fn close_all(sessions: &[Arc<SessionHandle>]) -> usize {
-    sessions
-        .iter()
-        .filter(|s| s.close(CloseReason::Revoked))
-        .count()
+    crate::session::close_many(sessions, &CloseReason::Revoked)
 }
 
 #[cfg(test)]

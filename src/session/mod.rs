@@ -59,6 +59,8 @@ pub struct SessionHandle {
     pub tally: Tally,
     /// The `traceparent` of the handshake's span, when traces are on.
     pub traceparent: std::sync::OnceLock<String>,
+    /// The I/O worker whose thread runs this session (see [`close_many`]).
+    home: Option<crate::workers::Worker>,
 }
 
 impl SessionHandle {
@@ -85,6 +87,8 @@ impl SessionHandle {
             reason: Mutex::new(None),
             tally: Tally::default(),
             traceparent: std::sync::OnceLock::new(),
+            // Created during the handshake, on the thread that will run the session.
+            home: crate::workers::Worker::current(),
         }
     }
 
@@ -111,13 +115,21 @@ impl SessionHandle {
     /// Ends the session with `reason`, unless it is already ending.
     /// Returns whether this call was the one that ended it.
     pub fn close(&self, reason: CloseReason) -> bool {
+        let ended = self.mark(reason);
+        if ended {
+            self.cancel.cancel();
+        }
+        ended
+    }
+
+    /// Records `reason` unless the session is already ending; the pump is
+    /// not woken yet.
+    fn mark(&self, reason: CloseReason) -> bool {
         let mut slot = self.reason.lock();
         if slot.is_some() {
             return false;
         }
         *slot = Some(reason);
-        drop(slot);
-        self.cancel.cancel();
         true
     }
 
@@ -149,4 +161,116 @@ pub fn unix_now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Ends many sessions at once (a revocation, a reload, a drain round) and
+/// returns how many this call ended. Each is marked here, so the count is
+/// exact at once; the pumps are then woken from their own worker threads,
+/// one task per worker. Why: a pump woken from another thread waits in its
+/// worker's remote queue, which a busy worker serves only every few dozen
+/// tasks, after its local work, and the local work at that moment is the
+/// teardown of the sessions already closing. Thousands of sessions woken
+/// from the control thread were closed one after the other, each fully torn
+/// down before the next was told (10,000 took about a second); woken
+/// locally, every pump sends its close frames first and the teardowns
+/// follow.
+pub fn close_many(sessions: &[Arc<SessionHandle>], reason: &CloseReason) -> usize {
+    let mut ended = 0;
+    let mut per_worker: Vec<(crate::workers::Worker, Vec<Arc<SessionHandle>>)> = Vec::new();
+    for s in sessions {
+        if !s.mark(reason.clone()) {
+            continue;
+        }
+        ended += 1;
+        match &s.home {
+            Some(w) => match per_worker.iter_mut().find(|(h, _)| h.index == w.index) {
+                Some((_, group)) => group.push(Arc::clone(s)),
+                None => per_worker.push((w.clone(), vec![Arc::clone(s)])),
+            },
+            None => s.cancel.cancel(),
+        }
+    }
+    for (worker, group) in per_worker {
+        // A worker that has stopped has dropped its sessions already; the
+        // task is then dropped unrun, which is all that is left to do.
+        drop(worker.handle.spawn(async move {
+            for s in group {
+                s.cancel.cancel();
+            }
+        }));
+    }
+    ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workers::Workers;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A session made on a worker thread, as the handshake makes it, with
+    /// a stand-in pump that reports on which thread it was woken.
+    async fn session_on(
+        workers: &Workers,
+        id: SessionId,
+        woken: mpsc::UnboundedSender<(SessionId, String)>,
+    ) -> Arc<SessionHandle> {
+        let (tx, rx) = oneshot::channel();
+        workers.spawn(async move {
+            let s = Arc::new(SessionHandle::new(
+                id,
+                "r".into(),
+                "127.0.0.1:1".parse().expect("address"),
+                Default::default(),
+                Admitted::default(),
+                None,
+            ));
+            let _ = tx.send(Arc::clone(&s));
+            s.cancelled().await;
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = woken.send((id, name));
+        });
+        rx.await.expect("session made")
+    }
+
+    #[tokio::test]
+    async fn close_many_counts_at_once_and_wakes_each_pump_on_its_own_worker() {
+        let workers = Workers::start(2).expect("workers");
+        let (tx, mut woken) = mpsc::unbounded_channel();
+        let mut sessions = Vec::new();
+        for id in 0..6 {
+            sessions.push(session_on(&workers, id, tx.clone()).await);
+        }
+        // One already ending: not counted again, its reason kept.
+        assert!(sessions[0].close(CloseReason::Terminated));
+
+        assert_eq!(close_many(&sessions, &CloseReason::Revoked), 5);
+        for s in &sessions[1..] {
+            assert_eq!(s.reason(), Some(CloseReason::Revoked));
+        }
+        assert_eq!(sessions[0].reason(), Some(CloseReason::Terminated));
+        let mut threads = std::collections::BTreeMap::new();
+        for _ in 0..6 {
+            let (id, thread) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), woken.recv())
+                    .await
+                    .expect("every pump woken")
+                    .expect("channel open");
+            threads.insert(id, thread);
+        }
+        // Each was woken on the worker it lives on (spread over both).
+        for s in &sessions {
+            let home = s.home.as_ref().expect("made on a worker");
+            assert_eq!(threads[&s.id], format!("wsgate-io-{}", home.index));
+        }
+        assert_eq!(
+            threads
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            2
+        );
+        assert_eq!(close_many(&sessions, &CloseReason::Revoked), 0);
+        workers.stop(std::time::Duration::from_secs(1)).await;
+    }
 }

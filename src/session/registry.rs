@@ -274,12 +274,4 @@ impl Registry {
     pub fn kill(&self, id: SessionId, reason: CloseReason) -> bool {
         self.get(id).is_some_and(|s| s.close(reason))
     }
-
-    /// Ends every session (shutdown). Returns how many were told.
-    pub fn close_all(&self, reason: CloseReason) -> usize {
-        self.all()
-            .into_iter()
-            .filter(|s| s.close(reason.clone()))
-            .count()
-    }
 }
