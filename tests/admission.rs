@@ -20,17 +20,7 @@ const OTHER_SECRET: &str = "another-test-secret-abcdefghijklmnop";
 
 /// A config with the given `issuers:` and `routes:` YAML (already indented).
 fn config(issuers: &str, routes: &str) -> String {
-    format!(
-        r#"log: {{ level: info, format: text }}
-listeners:
-  - bind: "127.0.0.1:0"
-admin:
-  bind: "127.0.0.1:0"
-  token: "{ADMIN_TOKEN}"
-issuers:
-{issuers}routes:
-{routes}"#
-    )
+    format!("{}routes:\n{routes}", head_with(issuers))
 }
 
 /// The test issuer with `keys` (indented under `keys:`) and audiences.

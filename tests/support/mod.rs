@@ -40,10 +40,32 @@ pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
 /// How long the harness waits for anything the gateway should do promptly.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// The `issuers:` entry of [`head`]: the HS256 issuer `test` (secret
+/// [`SECRET`], issuer [`ISS`], audience [`AUD`]), indented as a list item.
+pub fn test_issuer() -> String {
+    format!(
+        r#"  - id: test
+    issuer: "{ISS}"
+    audiences: ["{AUD}"]
+    algorithms: [HS256]
+    keys:
+      secret: "{SECRET}"
+    leeway: 1s
+"#
+    )
+}
+
 /// The config head shared by most tests: one plaintext listener, an admin
 /// listener and the HS256 issuer `test`. Append `routes:` (and anything
 /// else) to it.
 pub fn head() -> String {
+    head_with(&test_issuer())
+}
+
+/// [`head`] with other issuers: `issuers` is the YAML list under
+/// `issuers:`, already indented (each item `  - id: ...`, ending in a
+/// newline).
+pub fn head_with(issuers: &str) -> String {
     format!(
         r#"log: {{ level: info, format: text }}
 listeners:
@@ -52,14 +74,7 @@ admin:
   bind: "127.0.0.1:0"
   token: "{ADMIN_TOKEN}"
 issuers:
-  - id: test
-    issuer: "{ISS}"
-    audiences: ["{AUD}"]
-    algorithms: [HS256]
-    keys:
-      secret: "{SECRET}"
-    leeway: 1s
-"#
+{issuers}"#
     )
 }
 
