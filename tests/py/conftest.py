@@ -1,4 +1,5 @@
-"""Fixtures: a Python echo upstream and a factory that starts wsgate."""
+"""Fixtures: a Python echo upstream, a test CA with an HTTPS identity
+provider, and a factory that starts wsgate."""
 
 import pytest
 
@@ -8,6 +9,21 @@ import harness
 @pytest.fixture
 def echo():
     server = harness.EchoUpstream()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def ca(tmp_path):
+    """A throwaway CA and its server certificate for 127.0.0.1, in `tmp_path`."""
+    return harness.TestCA(tmp_path)
+
+
+@pytest.fixture
+def idp(ca):
+    """An HTTPS document server (the identity provider serving JWKS and
+    discovery documents) with a certificate from `ca`."""
+    server = harness.DocServer(ca.server_context())
     yield server
     server.stop()
 

@@ -14,18 +14,6 @@ from harness import claims, mint
 REFETCH_WAIT = 30.0  # the gateway refetches on an unknown kid at most every 10s
 
 
-@pytest.fixture
-def ca(tmp_path):
-    return harness.TestCA(tmp_path)
-
-
-@pytest.fixture
-def idp(ca):
-    server = harness.DocServer(ca.server_context())
-    yield server
-    server.stop()
-
-
 @pytest.fixture(scope="module")
 def k1():
     return harness.gen_key("rsa")

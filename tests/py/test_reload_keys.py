@@ -11,18 +11,6 @@ from harness import HS_SECRET, claims, mint
 AUD = "reload-keys"
 
 
-@pytest.fixture
-def ca(tmp_path):
-    return harness.TestCA(tmp_path)
-
-
-@pytest.fixture
-def idp(ca):
-    server = harness.DocServer(ca.server_context())
-    yield server
-    server.stop()
-
-
 def remote_issuer(ca, url, id_="idp"):
     return {
         "id": id_,
