@@ -1,12 +1,18 @@
 //! Shared pieces of the benchmark binaries: a minimal WebSocket frame codec
 //! (just what an echo server and a load generator need), the client side of
-//! the upgrade over TCP or TLS, and small helpers.
+//! the upgrade over TCP or TLS, the set-up of a run (keys, certificate and
+//! tokens, child processes, HAProxy and its JWT-checking front end) and
+//! small helpers.
 
 use std::io;
+use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -462,4 +468,206 @@ pub fn pct(sorted: &[u64], p: f64) -> u64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+// ------------------------------------------------------------ run set-up
+
+/// Child processes of a run, each ended by its own PID (killed, then
+/// reaped) when this is dropped.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `openssl` with `args`; fails with the command and its stderr.
+pub fn openssl(args: &[&str]) -> io::Result<()> {
+    let o = Command::new("openssl").args(args).output()?;
+    if !o.status.success() {
+        return Err(io::Error::other(format!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a run's key material into `work`: the RS256 key pair that signs
+/// and verifies the tokens (`jwt_priv.pem`, `jwt_pub.pem`), a self-signed
+/// ECDSA P-256 certificate for `localhost` and 127.0.0.1 valid for two days
+/// (`tls.crt`, `tls.key`), and both of those in one file for HAProxy
+/// (`tls_combined.pem`).
+pub fn make_keys(work: &Path) -> io::Result<()> {
+    let w = |f: &str| work.join(f).to_string_lossy().into_owned();
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &w("jwt_priv.pem"),
+    ])?;
+    openssl(&[
+        "pkey",
+        "-in",
+        &w("jwt_priv.pem"),
+        "-pubout",
+        "-out",
+        &w("jwt_pub.pem"),
+    ])?;
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &w("tls.key"),
+        "-out",
+        &w("tls.crt"),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+    ])?;
+    let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
+    std::fs::write(w("tls_combined.pem"), combined)
+}
+
+/// `n` RS256 tokens signed with the private key `priv_pem` (PEM), in order;
+/// `claims(i, now)` gives token `i`'s claims, `now` in Unix seconds. The
+/// signing is spread over every core.
+pub fn sign_rs256<F>(priv_pem: &[u8], n: usize, claims: F) -> io::Result<Vec<String>>
+where
+    F: Fn(usize, u64) -> serde_json::Value + Sync,
+{
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(io::Error::other)?
+        .as_secs();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let per = n.div_ceil(threads);
+    let header = Header::new(Algorithm::RS256);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                let (key, header, claims) = (&key, &header, &claims);
+                s.spawn(move || {
+                    (t * per..((t + 1) * per).min(n))
+                        .map(|i| encode(header, &claims(i, now), key).map_err(io::Error::other))
+                        .collect::<io::Result<Vec<String>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for part in parts {
+            all.extend(
+                part.join()
+                    .map_err(|_| io::Error::other("token signing panicked"))??,
+            );
+        }
+        Ok(all)
+    })
+}
+
+/// A port free on 127.0.0.1 now (bound, then released).
+pub fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Waits up to 10 s for `addr` to accept a connection.
+pub fn wait_port(addr: &str) -> io::Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(io::Error::other(format!("nothing listens on {addr}")))
+}
+
+/// Starts `cmd` with its stdout piped, adds it to `procs` and reads its
+/// first line, `{ready}<addr>` (e.g. `echo ready addr=`); returns the
+/// address and the child's PID.
+pub fn spawn_ready(cmd: &mut Command, ready: &str, procs: &mut Procs) -> io::Result<(String, u32)> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let out = child.stdout.take();
+    procs.0.push(child);
+    let mut line = String::new();
+    BufReader::new(out.ok_or_else(|| io::Error::other("no stdout"))?).read_line(&mut line)?;
+    let addr = line.trim().strip_prefix(ready).unwrap_or("").to_owned();
+    Ok((addr, pid))
+}
+
+/// Starts HAProxy in the foreground (`-db`) on the config file `cfg`, its
+/// stderr in the file `log`, adds it to `procs` and waits until it listens
+/// on 127.0.0.1:`port`; returns its PID. `cmd` runs HAProxy: its binary, or
+/// a wrapper such as `taskset` with the binary as an argument.
+pub fn start_haproxy(
+    mut cmd: Command,
+    cfg: &str,
+    log: &str,
+    port: u16,
+    procs: &mut Procs,
+) -> io::Result<u32> {
+    let child = cmd
+        .args(["-db", "-f", cfg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log)?))
+        .spawn()?;
+    let pid = child.id();
+    procs.0.push(child);
+    wait_port(&format!("127.0.0.1:{port}"))?;
+    Ok(pid)
+}
+
+/// The HAProxy 2.6 front end `name` doing wsgate's work: TLS termination on
+/// 127.0.0.1:`port` with `combined_pem` (certificate and key), the bearer
+/// token verified with `jwt_verify` (RS256, public key `pubkey`), `exp`
+/// checked against `date()`, the token removed, then on to `backend`.
+pub fn haproxy_jwt_frontend(
+    name: &str,
+    port: u16,
+    combined_pem: &str,
+    pubkey: &str,
+    backend: &str,
+) -> String {
+    format!(
+        r#"frontend {name}
+    bind 127.0.0.1:{port} ssl crt {combined_pem} alpn http/1.1
+    http-request set-var(txn.bearer) http_auth_bearer
+    http-request deny deny_status 401 unless {{ var(txn.bearer) -m found }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }}
+    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(RS256,"{pubkey}") -m int 1 }}
+    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
+    http-request set-var(txn.now) date()
+    http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}
+    http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int le 0 }}
+    http-request del-header Authorization
+    option forwardfor
+    http-request set-header X-Forwarded-Proto https
+    default_backend {backend}
+"#
+    )
 }

@@ -13,12 +13,12 @@
 //! after a 1 s warm-up; medians of requests/s and p50/p99 latency, and the
 //! proxy's CPU seconds per 10k requests.
 
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -67,43 +67,6 @@ async fn upstream() -> io::Result<()> {
     }
 }
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn openssl(args: &[&str]) -> io::Result<()> {
-    let o = Command::new("openssl").args(args).output()?;
-    if !o.status.success() {
-        return Err(io::Error::other(
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        ));
-    }
-    Ok(())
-}
-
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_port(addr: &str) -> io::Result<()> {
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    Err(io::Error::other(format!("{addr} never opened")))
-}
-
 fn run(args: &Args) -> io::Result<()> {
     let conns: usize = args.num("conns", 32);
     let secs: u64 = args.num("secs", 5);
@@ -117,81 +80,29 @@ fn run(args: &Args) -> io::Result<()> {
     std::fs::create_dir_all(&work)?;
     let w = |f: &str| work.join(f).to_string_lossy().into_owned();
 
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &w("jwt_priv.pem"),
-    ])?;
-    openssl(&[
-        "pkey",
-        "-in",
-        &w("jwt_priv.pem"),
-        "-pubout",
-        "-out",
-        &w("jwt_pub.pem"),
-    ])?;
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &w("tls.key"),
-        "-out",
-        &w("tls.crt"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-    ])?;
-    let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
-    std::fs::write(w("tls_combined.pem"), combined)?;
+    make_keys(&work)?;
     let tokens = Arc::new(sign(&std::fs::read(w("jwt_priv.pem"))?, conns)?);
 
     let mut procs = Procs(Vec::new());
     let me = std::env::current_exe()?;
-    let mut up = Command::new(me)
-        .arg("upstream")
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(
-        up.stdout
-            .take()
-            .ok_or_else(|| io::Error::other("no stdout"))?,
-    )
-    .read_line(&mut line)?;
-    let up_addr = line
-        .trim()
-        .strip_prefix("upstream ready addr=")
-        .unwrap_or("")
-        .to_owned();
-    procs.0.push(up);
+    let (up_addr, _) = spawn_ready(
+        Command::new(me).arg("upstream"),
+        "upstream ready addr=",
+        &mut procs,
+    )?;
 
     let hport = free_port()?;
     std::fs::write(
         w("haproxy.cfg"),
         haproxy_config(hport, &up_addr, &w("tls_combined.pem"), &w("jwt_pub.pem")),
     )?;
-    let hp = Command::new(&haproxy)
-        .args(["-db", "-f", &w("haproxy.cfg")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(w("haproxy.log"))?))
-        .spawn()?;
-    let hpid = hp.id();
-    procs.0.push(hp);
-    wait_port(&format!("127.0.0.1:{hport}"))?;
+    let hpid = start_haproxy(
+        Command::new(&haproxy),
+        &w("haproxy.cfg"),
+        &w("haproxy.log"),
+        hport,
+        &mut procs,
+    )?;
 
     let gport = free_port()?;
     std::fs::write(w("wsgate.yaml"), wsgate_config(gport, &up_addr))?;
@@ -341,21 +252,13 @@ async fn load(
     })
 }
 
+/// `n` tokens for the audience `wsgate-bench`, valid for an hour.
 fn sign(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-    let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(io::Error::other)?
-        .as_secs();
-    (0..n)
-        .map(|i| {
-            let claims = serde_json::json!({
-                "sub": format!("user-{i}"), "aud": "wsgate-bench", "iat": now, "exp": now + 3600,
-            });
-            encode(&Header::new(Algorithm::RS256), &claims, &key).map_err(io::Error::other)
+    sign_rs256(priv_pem, n, |i, now| {
+        serde_json::json!({
+            "sub": format!("user-{i}"), "aud": "wsgate-bench", "iat": now, "exp": now + 3600,
         })
-        .collect()
+    })
 }
 
 /// File names are relative to the config's folder, the work folder.
@@ -382,10 +285,11 @@ routes:
     )
 }
 
-/// The WebSocket benchmark's HAProxy front end (`runner.rs`), with HTTP
-/// keep-alive on both sides instead of `http-server-close`, as wsgate pools
-/// its upstream connections.
+/// The WebSocket benchmark's HAProxy config (`runner.rs`, the same front
+/// end), with HTTP keep-alive on both sides instead of `http-server-close`,
+/// as wsgate pools its upstream connections.
 fn haproxy_config(port: u16, upstream: &str, combined_pem: &str, pubkey: &str) -> String {
+    let frontend = haproxy_jwt_frontend("api", port, combined_pem, pubkey, "api");
     format!(
         r#"# Written by httpbench.
 global
@@ -402,21 +306,7 @@ defaults
     timeout http-request 10s
     timeout http-keep-alive 60s
 
-frontend api
-    bind 127.0.0.1:{port} ssl crt {combined_pem} alpn http/1.1
-    http-request set-var(txn.bearer) http_auth_bearer
-    http-request deny deny_status 401 unless {{ var(txn.bearer) -m found }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(RS256,"{pubkey}") -m int 1 }}
-    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
-    http-request set-var(txn.now) date()
-    http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}
-    http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int le 0 }}
-    http-request del-header Authorization
-    option forwardfor
-    http-request set-header X-Forwarded-Proto https
-    default_backend api
-
+{frontend}
 backend api
     http-reuse always
     server up1 {upstream} maxconn 100000

@@ -13,11 +13,14 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use wsgate_bench::{proc_cpu_secs, proc_fds, proc_rss_kb, Args};
+use wsgate_bench::{
+    free_port, haproxy_jwt_frontend, make_keys, proc_cpu_secs, proc_fds, proc_rss_kb, sign_rs256,
+    spawn_ready, start_haproxy, Args, Procs,
+};
 
 /// Sizes of a run.
 struct Profile {
@@ -81,18 +84,6 @@ fn profile(quick: bool) -> Profile {
 const SOURCES: &str =
     "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5,127.0.0.6,127.0.0.7,127.0.0.8,127.0.0.9";
 
-/// Children are ended by their own PID when the runner ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 struct TargetInfo {
     name: &'static str,
     addr: String,
@@ -114,18 +105,6 @@ fn sh(cmd: &str) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
         .unwrap_or_default()
-}
-
-fn openssl(args: &[&str]) -> io::Result<()> {
-    let o = Command::new("openssl").args(args).output()?;
-    if !o.status.success() {
-        return Err(io::Error::other(format!(
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr)
-        )));
-    }
-    Ok(())
 }
 
 /// `--pinned`: the proxies' core, and the runner's (and so its children's).
@@ -196,46 +175,7 @@ fn run() -> io::Result<()> {
     // Keys, certificate, tokens.
     let w = |f: &str| work.join(f).to_string_lossy().into_owned();
     eprintln!("== keys and certificate in {}", work.display());
-    openssl(&[
-        "genpkey",
-        "-algorithm",
-        "RSA",
-        "-pkeyopt",
-        "rsa_keygen_bits:2048",
-        "-out",
-        &w("jwt_priv.pem"),
-    ])?;
-    openssl(&[
-        "pkey",
-        "-in",
-        &w("jwt_priv.pem"),
-        "-pubout",
-        "-out",
-        &w("jwt_pub.pem"),
-    ])?;
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &w("tls.key"),
-        "-out",
-        &w("tls.crt"),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        "-addext",
-        "basicConstraints=critical,CA:FALSE",
-    ])?;
-    let combined = std::fs::read_to_string(w("tls.crt"))? + &std::fs::read_to_string(w("tls.key"))?;
-    std::fs::write(w("tls_combined.pem"), combined)?;
+    make_keys(&work)?;
     let n_sessions = *p.idle_levels.iter().max().unwrap();
     eprintln!("== signing {} + {} + 1 RS256 tokens", p.hs_pool, n_sessions);
     let priv_pem = std::fs::read(w("jwt_priv.pem"))?;
@@ -249,20 +189,11 @@ fn run() -> io::Result<()> {
 
     let mut procs = Procs(Vec::new());
     // Echo upstream.
-    let mut echo = Command::new(&echo_bin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let echo_addr = {
-        let mut line = String::new();
-        BufReader::new(echo.stdout.take().unwrap()).read_line(&mut line)?;
-        line.trim()
-            .strip_prefix("echo ready addr=")
-            .unwrap_or("")
-            .to_owned()
-    };
-    let echo_pid = echo.id();
-    procs.0.push(echo);
+    let (echo_addr, echo_pid) = spawn_ready(
+        Command::new(&echo_bin).stderr(Stdio::inherit()),
+        "echo ready addr=",
+        &mut procs,
+    )?;
     eprintln!("== echo upstream at {echo_addr} (pid {echo_pid})");
 
     let mut targets = vec![TargetInfo {
@@ -299,15 +230,14 @@ fn run() -> io::Result<()> {
                     String::from_utf8_lossy(&o.stderr)
                 )));
             }
-            let child = proxy_command(&haproxy_bin, &pin)
-                .args(["-db", "-f", &w("haproxy.cfg")])
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(std::fs::File::create(w("haproxy.log"))?))
-                .spawn()?;
-            let pid = child.id();
-            procs.0.push(child);
+            let pid = start_haproxy(
+                proxy_command(&haproxy_bin, &pin),
+                &w("haproxy.cfg"),
+                &w("haproxy.log"),
+                port,
+                &mut procs,
+            )?;
             let addr = format!("127.0.0.1:{port}");
-            wait_port(&addr)?;
             eprintln!("== {v} at {addr} (pid {pid})");
             targets.push(TargetInfo { name: "haproxy", addr, tls: true, pid });
         }
@@ -973,50 +903,15 @@ fn idle(bin: &Path, mut a: Vec<String>, pid: u32, p: &Profile) -> io::Result<Vec
     Ok(out)
 }
 
-fn free_port() -> io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn wait_port(addr: &str) -> io::Result<()> {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        if std::net::TcpStream::connect(addr).is_ok() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(io::Error::other(format!("nothing listens on {addr}")))
-}
-
+/// The tokens: subjects `user-{i}` with the role `chat`, valid for three
+/// hours.
 fn sign_tokens(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-    let key = EncodingKey::from_rsa_pem(priv_pem).map_err(io::Error::other)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let per = n.div_ceil(threads);
-    let mut hs = Vec::new();
-    for t in 0..threads {
-        let key = key.clone();
-        hs.push(std::thread::spawn(move || {
-            let mut v = Vec::new();
-            for i in t * per..((t + 1) * per).min(n) {
-                let claims = serde_json::json!({
-                    "sub": format!("user-{i}"), "jti": format!("bench-{i}"), "aud": "wsgate-bench",
-                    "iat": now, "exp": now + 3 * 3600, "roles": ["chat"],
-                });
-                v.push(encode(&Header::new(Algorithm::RS256), &claims, &key).expect("sign"));
-            }
-            v
-        }));
-    }
-    Ok(hs.into_iter().flat_map(|h| h.join().unwrap()).collect())
+    sign_rs256(priv_pem, n, |i, now| {
+        serde_json::json!({
+            "sub": format!("user-{i}"), "jti": format!("bench-{i}"), "aud": "wsgate-bench",
+            "iat": now, "exp": now + 3 * 3600, "roles": ["chat"],
+        })
+    })
 }
 
 fn wsgate_config(echo: &str, pinned: bool) -> String {
@@ -1057,6 +952,7 @@ fn haproxy_config(
     pubkey: &str,
     threads: usize,
 ) -> String {
+    let frontend = haproxy_jwt_frontend("ws", port, combined_pem, pubkey, "echo");
     format!(
         r#"# Written by the benchmark runner.
 global
@@ -1073,21 +969,7 @@ defaults
     timeout http-request 10s
     timeout tunnel 1h
 
-frontend ws
-    bind 127.0.0.1:{port} ssl crt {combined_pem} alpn http/1.1
-    http-request set-var(txn.bearer) http_auth_bearer
-    http-request deny deny_status 401 unless {{ var(txn.bearer) -m found }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_header_query('$.alg') -m str RS256 }}
-    http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(RS256,"{pubkey}") -m int 1 }}
-    http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('$.exp','int')
-    http-request set-var(txn.now) date()
-    http-request deny deny_status 401 unless {{ var(txn.exp) -m found }}
-    http-request deny deny_status 401 if {{ var(txn.exp),sub(txn.now) -m int le 0 }}
-    http-request del-header Authorization
-    option forwardfor
-    http-request set-header X-Forwarded-Proto https
-    default_backend echo
-
+{frontend}
 backend echo
     server echo1 {echo} maxconn 100000
 "#
