@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use support::{head, next_msg, roundtrip, token, ws_connect, EchoUpstream, Gateway};
+use support::{head, next_msg, roundtrip, token, ws_connect, EchoUpstream, Gateway, Ws};
 
 const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
@@ -151,12 +151,23 @@ fn config(upstream: &str, endpoint: &str, trust: bool) -> String {
     )
 }
 
-#[tokio::test]
-async fn handshake_and_session_spans_continue_a_trusted_trace_upstream() {
+/// A traced session: the receiver, the upstream, the gateway (whose config
+/// trusts a client's `traceparent` when `trust`), and a session of `sub`
+/// opened with the client's `traceparent` and one message echoed.
+struct Traced {
+    rx: Receiver,
+    up: EchoUpstream,
+    gw: Gateway,
+    ws: Ws,
+    /// The one `traceparent` the upstream request carried.
+    sent: String,
+}
+
+async fn traced_session(trust: bool, sub: &str) -> Traced {
     let (rx, endpoint) = Receiver::start().await;
     let up = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(&up.url(), &endpoint, true));
-    let auth = format!("Bearer {}", token("alice", json!({})));
+    let gw = Gateway::start(&config(&up.url(), &endpoint, trust));
+    let auth = format!("Bearer {}", token(sub, json!({})));
     let client_parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
     let (mut ws, _) = ws_connect(
         &gw.ws_url("/echo"),
@@ -165,12 +176,31 @@ async fn handshake_and_session_spans_continue_a_trusted_trace_upstream() {
     .await
     .expect("session");
     roundtrip(&mut ws, "hello").await;
-
-    // The upstream got the gateway's span as its parent, in the client's trace.
     let conn = up.conns().pop().expect("upstream connection");
     let sent = conn.header_all("traceparent");
     assert_eq!(sent.len(), 1, "{sent:?}");
-    let parts: Vec<&str> = sent[0].split('-').collect();
+    let sent = sent[0].to_owned();
+    Traced {
+        rx,
+        up,
+        gw,
+        ws,
+        sent,
+    }
+}
+
+#[tokio::test]
+async fn handshake_and_session_spans_continue_a_trusted_trace_upstream() {
+    let Traced {
+        rx,
+        up: _up,
+        gw: _gw,
+        mut ws,
+        sent,
+    } = traced_session(true, "alice").await;
+
+    // The upstream got the gateway's span as its parent, in the client's trace.
+    let parts: Vec<&str> = sent.split('-').collect();
     assert_eq!((parts[0], parts[1], parts[3]), ("00", CLIENT_TRACE, "01"));
     assert_ne!(parts[2], CLIENT_SPAN);
 
@@ -210,22 +240,14 @@ async fn handshake_and_session_spans_continue_a_trusted_trace_upstream() {
 
 #[tokio::test]
 async fn an_untrusted_traceparent_starts_a_new_trace_and_refusals_are_traced() {
-    let (rx, endpoint) = Receiver::start().await;
-    let up = EchoUpstream::start().await;
-    let gw = Gateway::start(&config(&up.url(), &endpoint, false));
-    let auth = format!("Bearer {}", token("bob", json!({})));
-    let client_parent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
-    let (mut ws, _) = ws_connect(
-        &gw.ws_url("/echo"),
-        &[("authorization", &auth), ("traceparent", &client_parent)],
-    )
-    .await
-    .expect("session");
-    roundtrip(&mut ws, "hello").await;
-    let conn = up.conns().pop().expect("upstream connection");
-    let sent = conn.header_all("traceparent");
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert!(!sent[0].contains(CLIENT_TRACE), "{sent:?}");
+    let Traced {
+        rx,
+        up: _up,
+        gw,
+        ws,
+        sent,
+    } = traced_session(false, "bob").await;
+    assert!(!sent.contains(CLIENT_TRACE), "{sent:?}");
 
     assert_eq!(gw.connect("/echo", "not-a-token").await.err(), Some(401));
     let spans = rx.wait_for("wsgate.handshake", 2).await;

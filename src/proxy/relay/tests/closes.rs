@@ -22,25 +22,39 @@ fn fail_both(reason: CloseReason) -> (Option<CloseFrame>, Option<CloseFrame>) {
     (reason.to_client(), reason.to_upstream())
 }
 
-#[tokio::test]
-async fn malformed_client_close_fails_the_client_with_1002() {
+/// Every malformed close payload, sent by `from`, fails that side: the relay
+/// reports its protocol error, then the client receives exactly the bytes
+/// `client_gets` and the upstream exactly one masked close frame holding
+/// `upstream_gets`. The malformed close itself reaches neither side.
+async fn malformed_close_fails(from: Side, client_gets: &[u8], upstream_gets: CloseFrame) {
     for payload in malformed_close_payloads() {
         let fx = Fixture::new();
         let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
-        client
-            .write_all(&encode(OP_CLOSE, &payload, MASK))
-            .await
-            .unwrap();
-        assert_eq!(relay.run().await, Event::ClientProtocol, "{payload:?}");
-        let (to_client, to_upstream) = fail_both(CloseReason::ClientProtocol);
+        let (event, reason) = match from {
+            Side::Client => {
+                client
+                    .write_all(&encode(OP_CLOSE, &payload, MASK))
+                    .await
+                    .unwrap();
+                (Event::ClientProtocol, CloseReason::ClientProtocol)
+            }
+            Side::Upstream => {
+                upstream
+                    .write_all(&encode(OP_CLOSE, &payload, None))
+                    .await
+                    .unwrap();
+                (Event::UpstreamProtocol, CloseReason::UpstreamProtocol)
+            }
+        };
+        assert_eq!(relay.run().await, event, "{payload:?}");
+        let (to_client, to_upstream) = fail_both(reason);
         relay
             .finish(to_client, to_upstream, Duration::from_millis(200))
             .await;
         drop(relay);
         let mut down = Vec::new();
         client.read_to_end(&mut down).await.unwrap();
-        assert_eq!(&down[..], &close(1002, "protocol error", None)[..]);
-        // The upstream never sees the malformed close, only the gateway's 1001.
+        assert_eq!(&down[..], client_gets, "{payload:?}");
         let mut up = Vec::new();
         upstream.read_to_end(&mut up).await.unwrap();
         let h = frame::parse(&up).unwrap().unwrap();
@@ -50,38 +64,29 @@ async fn malformed_client_close_fails_the_client_with_1002() {
         );
         let mut body = up[h.len..].to_vec();
         frame::unmask(&mut body, h.mask.expect("masked"), 0);
-        assert_eq!(frame::parse_close(&body), Ok(CloseFrame::new(1001, "")));
+        assert_eq!(frame::parse_close(&body), Ok(upstream_gets.clone()));
     }
 }
 
 #[tokio::test]
+async fn malformed_client_close_fails_the_client_with_1002() {
+    // The upstream never sees the malformed close, only the gateway's 1001.
+    malformed_close_fails(
+        Side::Client,
+        &close(1002, "protocol error", None),
+        CloseFrame::new(1001, ""),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn malformed_upstream_close_fails_the_upstream_with_1002() {
-    for payload in malformed_close_payloads() {
-        let fx = Fixture::new();
-        let (mut relay, mut client, mut upstream) = fx.relay(1 << 20, None);
-        upstream
-            .write_all(&encode(OP_CLOSE, &payload, None))
-            .await
-            .unwrap();
-        assert_eq!(relay.run().await, Event::UpstreamProtocol, "{payload:?}");
-        let (to_client, to_upstream) = fail_both(CloseReason::UpstreamProtocol);
-        relay
-            .finish(to_client, to_upstream, Duration::from_millis(200))
-            .await;
-        drop(relay);
-        let mut down = Vec::new();
-        client.read_to_end(&mut down).await.unwrap();
-        assert_eq!(&down[..], &close(1014, "upstream protocol error", None)[..]);
-        let mut up = Vec::new();
-        upstream.read_to_end(&mut up).await.unwrap();
-        let h = frame::parse(&up).unwrap().unwrap();
-        let mut body = up[h.len..].to_vec();
-        frame::unmask(&mut body, h.mask.expect("masked"), 0);
-        assert_eq!(
-            frame::parse_close(&body),
-            Ok(CloseFrame::new(1002, "protocol error"))
-        );
-    }
+    malformed_close_fails(
+        Side::Upstream,
+        &close(1014, "upstream protocol error", None),
+        CloseFrame::new(1002, "protocol error"),
+    )
+    .await;
 }
 
 #[tokio::test]
