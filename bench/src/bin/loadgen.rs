@@ -8,6 +8,10 @@
 //! ```
 //! Common: `--sources 127.0.0.2,127.0.0.3` spreads connections over source
 //! addresses; `--host` sets the Host header (default `localhost`).
+//! `--progress` (throughput, handshake): every 50 ms, a line
+//! `PROGRESS <unix ns> <count>` on stderr with the messages received (or
+//! handshakes completed) so far, so that a counter read over any window
+//! (perf stat, callgrind) can be divided by the exact count in that window.
 //! Client frames carry an all-zero mask key (valid, and it keeps the load
 //! generator's CPU for the proxies).
 //!
@@ -116,6 +120,20 @@ impl CpuProbe {
     }
 }
 
+/// `--progress`: reports `count` on stderr every 50 ms until the process ends.
+fn progress(args: &Args, count: Arc<AtomicU64>) {
+    if !args.has("progress") {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            eprintln!("PROGRESS {} {}", unix_ns(), count.load(Ordering::Relaxed));
+        }
+    });
+}
+
 fn emit(v: serde_json::Value) {
     println!("RESULT {v}");
     let _ = io::stdout().flush();
@@ -188,6 +206,7 @@ async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
     for i in 0..conns {
         opened.push(c.open(i).await?);
     }
+    progress(args, received.clone());
     for (conn, rest) in opened {
         let (mut r, mut w) = tokio::io::split(conn);
         let credits = Arc::new((AtomicUsize::new(window), Notify::new()));
@@ -402,6 +421,7 @@ async fn handshake(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(secs);
     let probe = CpuProbe::start(c.pid);
+    progress(args, ok.clone());
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let (c, next, ok, fail, last_err) = (
