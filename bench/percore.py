@@ -31,10 +31,12 @@ bench/work; the full profile's 40,000-token pool, since wsgate caches each
 verified token and every handshake round here takes fresh ones).
 
 Usage: bench/percore.py [--rounds 3] [--only relay,handshake] [--targets direct,haproxy,wsgate]
-                        [--callgrind] [--no-perf] [--json out.json]
+                        [--callgrind [--client]] [--no-perf] [--json out.json]
+       bench/percore.py --areas CALLGRIND_OUT COUNT   # self cost by area, per message/handshake
+       bench/percore.py --massif 1000                 # wsgate's heap per idle TLS session, by site
        WSGATE_BIN=path/to/other/wsgate bench/percore.py ...   # another build
 """
-import argparse, glob, json, os, re, statistics, subprocess, sys, threading, time
+import argparse, glob, json, os, re, signal, statistics, subprocess, sys, threading, time
 
 from side_by_side import Targets, W, B
 
@@ -430,6 +432,62 @@ def areas(dump, n):
     return total, {k: v / n for k, v in sorted(tot.items(), key=lambda kv: -kv[1])}
 
 
+def massif_idle(n):
+    """Heap per idle TLS session: wsgate (pinned, `workers: 1`) under
+    massif while the load generator holds `n` sessions; stopped with
+    SIGINT while they are held, so that the peak snapshot is them."""
+    out = os.path.join(W, f"massif.idle.{n}.out")
+    vg = ["valgrind", "--tool=massif", f"--massif-out-file={out}", "--depth=40", "--threshold=0.1"]
+    t = Targets(f"massif-{os.getpid()}", os.environ.get("WSGATE_BIN"), pin=PIN, wrap={"wsgate": vg},
+                only=("wsgate",))
+    _, addr, _ = t.proxies[0]
+    time.sleep(2)
+    lg = subprocess.Popen(t.on_rest([B + "/loadgen", "hold", "--addr", addr, "--tls-ca", W + "/tls.crt",
+                                     "--path", "/echo", "--tokens", W + "/tokens_sessions.txt",
+                                     "--levels", str(n), "--parallel", "16",
+                                     "--sources", "127.0.0.2,127.0.0.3"]),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    print(lg.stdout.readline().strip(), flush=True)
+    time.sleep(8)
+    try:
+        t.gw.send_signal(signal.SIGINT)
+        t.gw.wait(timeout=300)
+    finally:
+        lg.kill(); lg.wait()
+        t.stop()
+    return out
+
+
+# Frames that say nothing about who holds the memory.
+PLUMBING = re.compile(r"UnknownInlinedFun|^alloc$|^alloc_zeroed$|alloc_impl|grow_impl|^grow$|^with_capacity"
+                      r"|^new$|^clone$|reserve|extend|to_vec|^push$|^from$|alloc::|core::|__rust|__rdl|std::"
+                      r"|<alloc::|hashbrown|RawVec|Vec<|Box<|Arc<|<T as|bytes::|smallvec|malloc|calloc"
+                      r"|realloc|_int_|OPENSSL_|memdup|BUF_|CRYPTO_")
+
+
+def massif_sites(path, n, top=40):
+    """Bytes per session of the peak snapshot, by the first three frames
+    of each allocation that are not allocator plumbing."""
+    snap = [x for x in open(path).read().split("snapshot=") if "heap_tree=peak" in x][0]
+    hdr = dict(re.findall(r"(mem_heap_B|mem_heap_extra_B)=(\d+)", snap))
+    print(f"peak: {int(hdr['mem_heap_B']) / n:.0f} B of heap per session, "
+          f"{int(hdr['mem_heap_extra_B']) / n:.0f} B allocator overhead")
+    sites, stack = {}, []
+    for line in snap.split("heap_tree=peak\n", 1)[1].splitlines():
+        m = re.match(r"( *)n(\d+): (\d+) (.*)", line)
+        if not m:
+            continue
+        stack = stack[:len(m.group(1))]
+        fn = m.group(4).split(": ", 1)[1] if ": " in m.group(4) else m.group(4)
+        stack.append(re.sub(r" \(.*\)$", "", fn))
+        if int(m.group(2)) == 0:
+            named = [x for x in stack[1:] if not PLUMBING.search(x) and "below threshold" not in x]
+            key = " < ".join(named[:3]) if named else stack[-1]
+            sites[key] = sites.get(key, 0) + int(m.group(3))
+    for k, v in sorted(sites.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"{v / n:8.0f}  {k[:200]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -440,6 +498,8 @@ def main():
     ap.add_argument("--client", action="store_true",
                     help="with --callgrind: profile the load generator instead of the target")
     ap.add_argument("--json")
+    ap.add_argument("--massif", type=int, metavar="SESSIONS",
+                    help="only measure wsgate's heap per idle TLS session (massif, peak snapshot)")
     ap.add_argument("--areas", nargs=2, metavar=("CALLGRIND_OUT", "UNITS"),
                     help="only print the self cost by area of a callgrind dump over UNITS messages")
     a = ap.parse_args()
@@ -450,6 +510,9 @@ def main():
             print(f"  {v:10.0f}  {k}")
         return
     os.sched_setaffinity(0, {int(PIN[1])})
+    if a.massif:
+        massif_sites(massif_idle(a.massif), a.massif)
+        return
     only = a.only.split(",")
     names = a.targets.split(",")
     evs = available_syscalls()
