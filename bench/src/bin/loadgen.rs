@@ -12,6 +12,10 @@
 //! accepts it. `throughput --deflate` then sends a `--size`-byte text
 //! message compressed (RSV1), the same compressed bytes every time (no
 //! context takeover), and reports its wire size.
+//! `--progress` (throughput, handshake): every 50 ms, a line
+//! `PROGRESS <unix ns> <count>` on stderr with the messages received (or
+//! handshakes completed) so far, so that a counter read over any window
+//! (perf stat, callgrind) can be divided by the exact count in that window.
 //! Client frames carry an all-zero mask key (valid, and it keeps the load
 //! generator's CPU for the proxies).
 //!
@@ -133,6 +137,20 @@ impl CpuProbe {
     }
 }
 
+/// `--progress`: reports `count` on stderr every 50 ms until the process ends.
+fn progress(args: &Args, count: Arc<AtomicU64>) {
+    if !args.has("progress") {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            eprintln!("PROGRESS {} {}", unix_ns(), count.load(Ordering::Relaxed));
+        }
+    });
+}
+
 fn emit(v: serde_json::Value) {
     println!("RESULT {v}");
     let _ = io::stdout().flush();
@@ -241,6 +259,7 @@ async fn throughput(c: Arc<Common>, args: &Args) -> io::Result<()> {
         client_frame(size, b'x')
     };
     let wire_size = frame.len() - parse_header(&frame).map_or(0, |h| h.header_len);
+    progress(args, received.clone());
     for (conn, rest) in opened {
         let (mut r, mut w) = tokio::io::split(conn);
         let credits = Arc::new((AtomicUsize::new(window), Notify::new()));
@@ -456,6 +475,7 @@ async fn handshake(c: Arc<Common>, args: &Args) -> io::Result<()> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(secs);
     let probe = CpuProbe::start(c.pid);
+    progress(args, ok.clone());
     let mut tasks = Vec::new();
     for _ in 0..workers {
         let (c, next, ok, fail, last_err) = (

@@ -109,6 +109,8 @@ impl Dir {
         }
     }
 
+    /// Inlined: most frames only extend the range written from the input.
+    #[inline(always)]
     fn pass(&mut self, input: &[u8], range: std::ops::Range<usize>, e: &mut Emit) {
         if range.is_empty() {
             return;
@@ -116,9 +118,14 @@ impl Dir {
         if !e.slow && range.start == e.fast_end {
             e.fast_end = range.end;
         } else {
-            self.go_slow(input, e);
-            self.out.extend_from_slice(&input[range]);
+            self.pass_slow(input, range, e);
         }
+    }
+
+    #[inline(never)]
+    fn pass_slow(&mut self, input: &[u8], range: std::ops::Range<usize>, e: &mut Emit) {
+        self.go_slow(input, e);
+        self.out.extend_from_slice(&input[range]);
     }
 
     fn emit(&mut self, input: &[u8], bytes: &[u8], e: &mut Emit) {
@@ -146,7 +153,16 @@ impl Dir {
 
     /// Emits the gateway's frames that may go out at this frame boundary:
     /// messages only between messages, then control frames.
+    /// Inlined: at almost every frame boundary there is nothing to emit.
+    #[inline(always)]
     fn emit_injects(&mut self, input: &[u8], e: &mut Emit) {
+        if !self.inject.is_empty() || !self.inject_msg.is_empty() {
+            self.emit_injects_now(input, e);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_injects_now(&mut self, input: &[u8], e: &mut Emit) {
         if !self.in_message && !self.inject_msg.is_empty() {
             let msgs = std::mem::take(&mut self.inject_msg);
             self.emit(input, &msgs, e);
@@ -230,10 +246,17 @@ impl Dir {
     ) -> usize {
         let mut head = [0u8; frame::MAX_HEADER];
         let have = self.partial_len;
-        head[..have].copy_from_slice(&self.partial[..have]);
         let take = (frame::MAX_HEADER - have).min(input.len() - pos);
-        head[have..have + take].copy_from_slice(&input[pos..pos + take]);
-        let header = match frame::parse(&head[..have + take]) {
+        // The usual case, a header that starts in this read, is parsed where
+        // it lies; only one split across reads is put together first.
+        let parsed = if have == 0 {
+            frame::parse(&input[pos..pos + take])
+        } else {
+            head[..have].copy_from_slice(&self.partial[..have]);
+            head[have..have + take].copy_from_slice(&input[pos..pos + take]);
+            frame::parse(&head[..have + take])
+        };
+        let header = match parsed {
             Ok(Some(h)) => h,
             Ok(None) => {
                 // Keep the split header back: nothing of a frame is passed
@@ -325,15 +348,18 @@ impl Dir {
             return pos + in_input;
         }
         self.passing = !self.discard;
+        // As much of the payload as this read holds goes with the header, in
+        // one step; the rest follows as it arrives.
+        let here = header.payload_len.min((input.len() - body_start) as u64) as usize;
         if self.passing {
             if have > 0 {
                 let split = head;
                 self.emit(input, &split[..have], e);
             }
-            self.pass(input, pos..pos + in_input, e);
+            self.pass(input, pos..body_start + here, e);
         }
-        self.remaining = header.payload_len;
-        pos + in_input
+        self.remaining = header.payload_len - here as u64;
+        body_start + here
     }
 
     fn decide_held(&mut self, input: &[u8], e: &mut Emit, interceptor: Option<&dyn Interceptor>) {
