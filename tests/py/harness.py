@@ -308,6 +308,16 @@ def roundtrip(url, token=None, message="hello", **kw):
         return ws.recv(timeout=10)
 
 
+def accepted(url, token):
+    """Whether `token` opens a session that echoes; False on a 401 (any
+    other refusal fails the test)."""
+    try:
+        return roundtrip(url, token) == "hello"
+    except InvalidStatus as e:
+        assert e.response.status_code == 401, e.response.status_code
+        return False
+
+
 def refused(url, token=None, **kw):
     """Expects the handshake to be refused; returns (status, headers, body)."""
     try:
