@@ -1,9 +1,14 @@
 """Fixtures: a Python echo upstream, a test CA with an HTTPS identity
-provider, and a factory that starts wsgate."""
+provider, a factory that starts wsgate, and headless Chromium."""
+
+import sys
 
 import pytest
 
 import harness
+
+# The Chromium driver (tests/browser/cdp.py) is importable as `cdp`.
+sys.path.insert(0, str(harness.REPO / "tests" / "browser"))
 
 
 @pytest.fixture
@@ -42,3 +47,13 @@ def start_gateway(tmp_path):
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One headless Chromium per test module, driven over CDP."""
+    import cdp
+
+    b = cdp.Browser(tmp_path_factory.mktemp("chromium"))
+    yield b
+    b.close()

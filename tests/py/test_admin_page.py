@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,8 +20,7 @@ import pytest
 import harness
 from harness import HS_SECRET, claims, mint
 
-sys.path.insert(0, str(harness.REPO / "tests" / "browser"))
-import cdp  # noqa: E402
+import cdp  # tests/browser, put on the path by conftest.py
 
 ISS = "https://admin-page.test"
 ADMIN_TOKEN = "admin-token-for-python-tests"
@@ -114,13 +112,6 @@ def gateway(tmp_path, echo):
     gw.config = config
     yield gw
     gw.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    b = cdp.Browser(tmp_path_factory.mktemp("chromium"))
-    yield b
-    b.close()
 
 
 def test_page_is_served_with_a_strict_policy_and_no_token(gateway):

@@ -6,7 +6,6 @@ Origin is `http://127.0.0.1:<port>`.
 """
 
 import json
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import pytest
 import harness
 from harness import HS_SECRET, claims, mint
 
+import cdp  # tests/browser, put on the path by conftest.py
+
 BROWSER_DIR = harness.REPO / "tests" / "browser"
-sys.path.insert(0, str(BROWSER_DIR))
-import cdp  # noqa: E402
 
 ISS = "https://browser.test"
 
@@ -73,13 +72,6 @@ def gateway(tmp_path_factory, page_server, upstreams):
     gw = harness.Gateway(tmp_path_factory.mktemp("browser-gw"), harness.base_config(routes, issuers))
     yield gw
     gw.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    b = cdp.Browser(tmp_path_factory.mktemp("chromium"))
-    yield b
-    b.close()
 
 
 def visit(browser, page_server, gateway, path, protocols=None, first=None, message="hello from the page",
