@@ -297,15 +297,13 @@ async fn a_redis_answering_garbage_degrades_but_never_stops_a_replica() {
 
 /// Waits (bounded) until the replica on `replica` has synced with its primary.
 async fn synced(replica: &Redis) {
-    let deadline = Instant::now() + WAIT;
-    while !replica
-        .command("INFO replication")
-        .await
-        .contains("master_link_status:up")
-    {
-        assert!(Instant::now() < deadline, "replica never synced");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    replica
+        .wait_reply(
+            "INFO replication",
+            "master_link_status:up",
+            Instant::now() + WAIT,
+        )
+        .await;
 }
 
 #[tokio::test]

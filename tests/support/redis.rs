@@ -108,6 +108,30 @@ impl Redis {
         )
     }
 
+    /// A handle on a server started by someone else (a cluster node): it is
+    /// neither started nor stopped through this value.
+    fn at(port: u16) -> Redis {
+        Redis {
+            child: None,
+            port,
+            primary: None,
+            dir: None,
+        }
+    }
+
+    /// Waits until the reply to `command` contains `needle`, failing at
+    /// `deadline`.
+    pub async fn wait_reply(&self, command: &str, needle: &str, deadline: Instant) {
+        while !self.command(command).await.contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{command} on :{} never answered {needle}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends one inline command and returns the raw reply.
     pub async fn command(&self, line: &str) -> String {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))
@@ -255,12 +279,7 @@ impl RedisCluster {
             _dir: dir,
         };
         for p in &c.ports {
-            let node = Redis {
-                child: None,
-                port: *p,
-                primary: None,
-                dir: None,
-            };
+            let node = Redis::at(*p);
             let deadline = Instant::now() + WAIT;
             while !node.ping().await {
                 assert!(Instant::now() < deadline, "cluster node did not answer");
@@ -281,20 +300,9 @@ impl RedisCluster {
         );
         let deadline = Instant::now() + WAIT;
         for p in &c.ports {
-            let node = Redis {
-                child: None,
-                port: *p,
-                primary: None,
-                dir: None,
-            };
-            while !node
-                .command("CLUSTER INFO")
-                .await
-                .contains("cluster_state:ok")
-            {
-                assert!(Instant::now() < deadline, "cluster never became ok");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Redis::at(*p)
+                .wait_reply("CLUSTER INFO", "cluster_state:ok", deadline)
+                .await;
         }
         c
     }
