@@ -138,13 +138,7 @@ async fn sigterm_turns_readyz_503_keeps_accepting_for_drain_delay_then_spreads_c
         last.duration_since(closed_at)
     );
     assert!(
-        eventually(WAIT, || up
-            .conns()
-            .iter()
-            .filter(|c| c.close.is_some())
-            .count()
-            == SESSIONS + 1)
-        .await,
+        eventually(WAIT, || up.closed() == SESSIONS + 1).await,
         "upstreams not all closed"
     );
     assert!(up

@@ -357,15 +357,7 @@ async fn reload_revokes_by_policy_4403() {
         (4403, "access revoked by policy".to_owned())
     );
     roundtrip(&mut bob, "bob continues").await;
-    assert!(
-        eventually(WAIT, || up
-            .conns()
-            .iter()
-            .filter(|c| c.close.is_some())
-            .count()
-            == 1)
-        .await
-    );
+    assert!(eventually(WAIT, || up.closed() == 1).await);
     let closed: Vec<_> = up.conns().into_iter().filter_map(|c| c.close).collect();
     assert_eq!(closed[0].0, 1001);
 }

@@ -150,6 +150,11 @@ impl EchoUpstream {
         self.conns.lock().unwrap().len()
     }
 
+    /// How many connections have received a close frame so far.
+    pub fn closed(&self) -> usize {
+        self.conns().iter().filter(|c| c.close.is_some()).count()
+    }
+
     /// The `i`th connection (waiting for it to arrive).
     pub async fn conn(&self, i: usize) -> UpConn {
         assert!(
