@@ -642,6 +642,29 @@ pub fn start_haproxy(
     Ok(pid)
 }
 
+/// The head of wsgate's config for the same work as
+/// [`haproxy_jwt_frontend`]: a TLS listener on `bind` with `tls.crt` and
+/// `tls.key`, and one RS256 issuer with the public key `jwt_pub.pem` (files
+/// in the config's folder), the token taken from the `Authorization` header.
+/// The caller adds `routes:` and what else it needs.
+pub fn wsgate_config_head(written_by: &str, bind: &str) -> String {
+    format!(
+        r#"# Written by {written_by}.
+log: {{ level: warn, format: text }}
+listeners:
+  - bind: "{bind}"
+    tls: {{ cert: tls.crt, key: tls.key }}
+issuers:
+  - id: bench
+    audiences: [wsgate-bench]
+    algorithms: [RS256]
+    keys: {{ public_key: jwt_pub.pem }}
+    required_claims: [exp]
+token_sources: [header]
+"#
+    )
+}
+
 /// The HAProxy 2.6 front end `name` doing wsgate's work: TLS termination on
 /// 127.0.0.1:`port` with `combined_pem` (certificate and key), the bearer
 /// token verified with `jwt_verify` (RS256, public key `pubkey`), `exp`

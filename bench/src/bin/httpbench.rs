@@ -264,24 +264,13 @@ fn sign(priv_pem: &[u8], n: usize) -> io::Result<Vec<String>> {
 /// File names are relative to the config's folder, the work folder.
 fn wsgate_config(port: u16, upstream: &str) -> String {
     format!(
-        r#"# Written by httpbench.
-log: {{ level: warn, format: text }}
-listeners:
-  - bind: "127.0.0.1:{port}"
-    tls: {{ cert: tls.crt, key: tls.key }}
-issuers:
-  - id: bench
-    audiences: [wsgate-bench]
-    algorithms: [RS256]
-    keys: {{ public_key: jwt_pub.pem }}
-    required_claims: [exp]
-token_sources: [header]
-routes:
+        r#"{}routes:
   - id: api
     path: /api/*
     upstream: ws://{upstream}
     http: proxy
-"#
+"#,
+        wsgate_config_head("httpbench", &format!("127.0.0.1:{port}"))
     )
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wsgate_bench::{
     free_port, haproxy_jwt_frontend, make_keys, proc_cpu_secs, proc_fds, proc_rss_kb, sign_rs256,
-    spawn_ready, start_haproxy, Args, Procs,
+    spawn_ready, start_haproxy, wsgate_config_head, Args, Procs,
 };
 
 /// Sizes of a run.
@@ -918,19 +918,7 @@ fn wsgate_config(echo: &str, pinned: bool) -> String {
     // Pinned: one I/O worker, like HAProxy's `nbthread 1`.
     let workers = if pinned { "workers: 1\n" } else { "" };
     format!(
-        r#"# Written by the benchmark runner.
-log: {{ level: warn, format: text }}
-listeners:
-  - bind: "127.0.0.1:0"
-    tls: {{ cert: tls.crt, key: tls.key }}
-issuers:
-  - id: bench
-    audiences: [wsgate-bench]
-    algorithms: [RS256]
-    keys: {{ public_key: jwt_pub.pem }}
-    required_claims: [exp]
-token_sources: [header]
-routes:
+        r#"{}routes:
   - id: echo
     path: /echo
     upstream: ws://{echo}
@@ -938,7 +926,8 @@ limits:
   max_sessions: 100000
   handshake_timeout: 10s
   shutdown_grace: 2s
-{workers}"#
+{workers}"#,
+        wsgate_config_head("the benchmark runner", "127.0.0.1:0")
     )
 }
 
