@@ -10,8 +10,11 @@
 //! no userinfo and parses as an authority again.
 #![no_main]
 
-use http::header::{HeaderName, HeaderValue, HOST};
-use http::{HeaderMap, Uri, Version};
+#[path = "common/headers.rs"]
+mod headers;
+
+use http::header::HOST;
+use http::{Uri, Version};
 use libfuzzer_sys::fuzz_target;
 use wsgate::handshake::authority::request_authority;
 
@@ -31,19 +34,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = target.parse::<Uri>() else {
         return;
     };
-    let mut headers = HeaderMap::new();
-    for line in lines.take(16) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let headers = headers::from_lines(lines, 16);
     let hosts = headers.get_all(HOST).iter().count();
     let result = request_authority(version, &uri, &headers);
     if hosts >= 2 {

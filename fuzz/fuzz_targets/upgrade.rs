@@ -7,8 +7,11 @@
 //! the RFC 6455 digest (28 base64 characters).
 #![no_main]
 
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Version};
+#[path = "common/headers.rs"]
+mod headers;
+
+use http::header;
+use http::{Method, Version};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -25,19 +28,7 @@ fuzz_target!(|data: &[u8]| {
         2 => Version::HTTP_10,
         _ => Version::HTTP_2,
     };
-    let mut headers = HeaderMap::new();
-    for line in rest.split(|&b| b == b'\n').take(64) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&line[..colon]),
-            HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let headers = headers::from_lines(rest.split(|&b| b == b'\n'), 64);
     if let Ok(ws) = wsgate::handshake::upgrade::check(&method, version, &headers) {
         assert_eq!(method, Method::GET);
         assert_eq!(version, Version::HTTP_11);
