@@ -190,6 +190,39 @@ async fn strip_removes_every_carrier_and_keep_only_the_verified_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strip_removes_a_second_authorization_header() {
+    let up = EchoUpstream::start().await;
+    // Two `Authorization` headers give no token; the query's is verified.
+    let sources = "    token_sources: [header, {query: access_token}]\n    forward:\n      headers:\n        X-User-Id: \"{claims.sub}\"\n";
+    let gw = Gateway::start(&config(&format!(
+        "  - id: strip\n    path: /strip\n    upstream: {up}\n{sources}  - id: keep\n    path: /keep\n    upstream: {up}\n{sources}      token: keep\n",
+        up = up.url()
+    )));
+    let good = token("alice", json!({}));
+    let other = token("bob", json!({}));
+    let (first, second) = (format!("Bearer {other}"), format!("Bearer {good}"));
+    for path in ["/strip", "/keep"] {
+        let target = format!("{path}?access_token={good}");
+        let auth = [
+            ("authorization", first.as_str()),
+            ("authorization", second.as_str()),
+        ];
+        let mut ws = RawWs::connect(gw.addr(), &target, &auth).await;
+        ws.send_text("x").await;
+        assert_eq!(ws.next_text().await, "x");
+    }
+    let strip = up.conn(0).await;
+    let keep = up.conn(1).await;
+    for conn in [&strip, &keep] {
+        assert!(conn.header("authorization").is_none(), "{:?}", conn.headers);
+        assert!(!conn.headers.iter().any(|(_, v)| v.contains(&other)));
+        assert_eq!(conn.header_all("x-user-id"), ["alice"]);
+    }
+    assert_eq!(strip.target, "/strip");
+    assert_eq!(keep.target, format!("/keep?access_token={good}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_message_route_never_forwards_the_bearer_offer() {
     let up = EchoUpstream::start().await;
     let gw = Gateway::start(&config(&format!(

@@ -169,25 +169,37 @@ async fn malformed_client_close_gets_1002_and_the_upstream_1001() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_upstream_close_gets_1002_and_the_client_1014() {
     let echo = EchoUpstream::start().await;
-    // The upstream answers the first frame with a close carrying 1005.
-    let (bad, heard) = scripted_upstream(server_frame(0x88, &[0x03, 0xED])).await;
-    let gw = Gateway::start(&config(
-        &echo.url(),
-        "",
-        &format!("  - id: bad\n    path: /bad\n    upstream: ws://{bad}\n"),
-    ));
-    let mut ws = raw_client(&gw, "/bad").await;
-    ws.send_text("go").await;
-    let (code, _) = ws.expect_close().await;
-    assert_eq!(code, 1014);
-    assert!(
-        eventually(WAIT, || {
-            let h = heard.lock().unwrap();
-            closes_in(&h.bytes).first().map(|c| c.0) == Some(1002)
-        })
-        .await,
-        "the upstream did not get 1002"
-    );
+    // A one-byte payload, codes that may not be sent (999, 1005), a reason
+    // that is not UTF-8: each upstream answers the first frame with one.
+    let bad: [&[u8]; 4] = [
+        &[0x03],
+        &[0x03, 0xE7],
+        &[0x03, 0xED],
+        &[0x03, 0xE8, 0xFF, 0xFE],
+    ];
+    let mut upstreams = Vec::new();
+    let mut routes = String::new();
+    for (i, payload) in bad.iter().enumerate() {
+        let (addr, heard) = scripted_upstream(server_frame(0x88, payload)).await;
+        routes.push_str(&format!(
+            "  - id: bad{i}\n    path: /bad{i}\n    upstream: ws://{addr}\n"
+        ));
+        upstreams.push(heard);
+    }
+    let gw = Gateway::start(&config(&echo.url(), "", &routes));
+    for (i, (payload, heard)) in bad.iter().zip(&upstreams).enumerate() {
+        let mut ws = raw_client(&gw, &format!("/bad{i}")).await;
+        ws.send_text("go").await;
+        assert_eq!(ws.expect_close().await.0, 1014, "{payload:?}");
+        assert!(
+            eventually(WAIT, || {
+                let h = heard.lock().unwrap();
+                h.ended && closes_in(&h.bytes).iter().map(|c| c.0).eq([1002])
+            })
+            .await,
+            "the upstream did not get 1002 and a closed connection: {payload:?}"
+        );
+    }
     gw.assert_serving().await;
 }
 

@@ -5,9 +5,13 @@ upstream parser reads: the standard library's WSGI server (`wsgiref`) maps
 
 import io
 import json
+import socket
+import subprocess
 import types
 import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler
+
+from websockets.sync.client import connect as ws_connect
 
 import harness
 from harness import HS_SECRET, claims, mint
@@ -95,19 +99,69 @@ def test_claims_an_upstream_would_read_differently_are_refused(echo, start_gatew
     assert echo.last() is None
 
 
-def test_two_host_headers_are_refused(echo, start_gateway):
-    import socket
-
-    gw = start_gateway(config(echo.url))
-    req = (
-        "GET /echo HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token()}\r\n\r\n"
+def upgrade_status(port, target, lines):
+    """Sends an upgrade request for `target` with exactly these header lines
+    besides the WebSocket ones (no implied `Host`); returns the status code."""
+    head = (
+        f"GET {target} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     )
-    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-        s.sendall(req.encode())
+    head += "".join(f"{k}: {v}\r\n" for k, v in lines) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(head.encode())
         status_line = s.makefile("rb").readline().decode()
-    assert status_line.split()[1] == "400", status_line
+    assert status_line.startswith("HTTP/1.1 "), status_line
+    return int(status_line.split()[1])
+
+
+def test_two_host_headers_are_refused(echo, start_gateway):
+    gw = start_gateway(config(echo.url))
+    auth = ("Authorization", f"Bearer {token()}")
+    assert upgrade_status(gw.port, "/echo", [("Host", "a.test"), ("Host", "b.test"), auth]) == 400
+    assert echo.last() is None
+
+
+def test_a_request_without_host_is_refused(echo, start_gateway):
+    gw = start_gateway(config(echo.url))
+    auth = ("Authorization", f"Bearer {token()}")
+    assert upgrade_status(gw.port, "/echo", [auth]) == 400
+    # The same request with a Host is served: the 400 is about the Host.
+    assert upgrade_status(gw.port, "/echo", [("Host", "a.test"), auth]) == 101
+    harness.wait_for(lambda: len(echo.requests) == 1, what="the upstream handshake")
+
+
+def test_an_absolute_form_target_and_another_host_are_refused(echo, start_gateway):
+    gw = start_gateway(config(echo.url))
+    auth = ("Authorization", f"Bearer {token()}")
+    assert upgrade_status(gw.port, "http://a.test/echo", [("Host", "b.test"), auth]) == 400
+    assert upgrade_status(gw.port, "http://a.test:8080/echo", [("Host", "a.test"), auth]) == 400
+    assert echo.last() is None
+
+
+def test_an_absolute_form_target_is_routed_by_its_own_authority(echo, start_gateway):
+    other = harness.EchoUpstream()
+    try:
+        routes = [
+            {"id": "chat", "host": "chat.test", "path": "/echo", "upstream": echo.url},
+            {"id": "other", "path": "/echo", "upstream": other.url},
+        ]
+        gw = start_gateway(harness.base_config(routes, [issuer()]))
+        auth = ("Authorization", f"Bearer {token()}")
+        # The target names chat.test: the host route, whatever spelling of
+        # the same authority the Host uses (or none).
+        assert upgrade_status(gw.port, "http://chat.test/echo", [auth]) == 101
+        assert upgrade_status(gw.port, "http://chat.test/echo", [("Host", "CHAT.test:80"), auth]) == 101
+        # The target names another host: not the host route.
+        assert upgrade_status(gw.port, "http://other.test/echo", [auth]) == 101
+        harness.wait_for(lambda: len(echo.requests) == 2 and len(other.requests) == 1,
+                         what="three upstream handshakes")
+        # The upstream is told the authority the route was chosen by.
+        for request in echo.requests:
+            assert echo.header("x-forwarded-host", request) == ["chat.test"], request["headers"]
+            assert request["path"] == "/echo"
+        assert other.header("x-forwarded-host") == ["other.test"]
+    finally:
+        other.stop()
 
 
 def test_a_reload_that_rotates_the_secret_ends_sessions_made_with_the_old_one(echo, start_gateway):
@@ -162,3 +216,70 @@ def test_strip_removes_every_carrier_and_keep_forwards_only_the_verified_one(ech
     assert "access_token" not in stripped["path"]
     assert echo.header("authorization", stripped) == []
     assert echo.header("authorization", kept) == [f"Bearer {good}"]
+
+
+def test_strip_removes_a_second_authorization_header(echo, start_gateway):
+    # Two `Authorization` headers give no token (the gateway does not pick
+    # one); the query token is the one verified.
+    cfg = config(echo.url, token_sources=["header", {"query": "access_token"}])
+    route = cfg["routes"][0]
+    keep = dict(route, id="keep", path="/keep", forward=dict(route["forward"], token="keep"))
+    cfg["routes"].append(keep)
+    gw = start_gateway(cfg)
+    good, other = token("alice"), token("bob")
+    headers = [("Authorization", f"Bearer {other}"), ("Authorization", f"Bearer {good}")]
+    for path in ["/echo", "/keep"]:
+        with ws_connect(gw.ws_url(f"{path}?access_token={good}"), additional_headers=headers,
+                        open_timeout=10, close_timeout=5) as ws:
+            ws.send("hello")
+            assert ws.recv(timeout=10) == "hello"
+    stripped, kept = echo.requests[-2], echo.requests[-1]
+    for request in (stripped, kept):
+        assert echo.header("authorization", request) == [], request["headers"]
+        assert other not in json.dumps(request)
+        assert echo.header("x-user-id", request) == ["alice"]
+    assert stripped["path"] == "/echo"
+    assert good not in json.dumps(stripped)
+    assert kept["path"] == f"/keep?access_token={good}"
+
+
+def test_a_first_message_route_never_offers_the_bearer_pair_upstream(echo, start_gateway):
+    gw = start_gateway(config(echo.url, token_sources=["first_message"]))
+    t = token("alice")
+    with harness.open_ws(gw.ws_url("/echo"), subprotocols=["bearer", t, "chat.v1"]) as ws:
+        ws.send(json.dumps({"token": t}))
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "hello"
+    request = echo.last()
+    assert request["offered"] == ["chat.v1"]
+    assert t not in json.dumps(request)
+    assert echo.header("x-user-id") == ["alice"]
+
+
+def test_check_warns_when_a_broader_route_skips_a_rule(tmp_path):
+    chat = "ws://127.0.0.1:9001"
+    routes = [
+        {"id": "rooms", "path": "/rooms/{room}", "upstream": chat,
+         "require": [{"claim": "rooms", "any_of": ["{room}"]}]},
+        {"id": "lobby", "path": "/*", "upstream": chat},
+    ]
+
+    def check(routes):
+        path = tmp_path / f"check-{len(list(tmp_path.iterdir()))}.yaml"
+        path.write_text(json.dumps(harness.base_config(routes, [issuer()])))
+        return subprocess.run([harness.wsgate_bin(), "check", "-c", str(path)],
+                              capture_output=True, text=True, timeout=30)
+
+    def route_warnings(out):
+        assert out.returncode == 0, out.stderr
+        return [l for l in out.stderr.splitlines() if l.startswith("warning: ") and "routes[" in l]
+
+    warnings = route_warnings(check(routes))
+    assert len(warnings) == 1, warnings
+    assert (
+        "routes[0].path: `/ROOMS/X` (letter case), `/rooms/x/` (trailing slash), "
+        "`/rooms/x/x` (extra segment) miss this route and reach routes[1] (`lobby`), "
+        "which sends them to the same upstream without this route's `require` rules"
+    ) in warnings[0], warnings[0]
+    # The catch-all on another upstream: nothing to warn about.
+    assert route_warnings(check([routes[0], dict(routes[1], upstream="ws://127.0.0.1:9002")])) == []

@@ -1,6 +1,11 @@
-"""A gateway message never lands between the fragments of an upstream
-message: Python `websockets` fails the connection with 1002 if it does."""
+"""The relay's frame rules, seen by bare-socket peers and Python `websockets`:
+a gateway message never lands between the fragments of an upstream message
+(`websockets` fails the connection with 1002 if it does), and a malformed
+close frame fails its sender's connection with 1002 instead of being
+passed on."""
 
+import base64
+import hashlib
 import os
 import socket
 import struct
@@ -90,12 +95,15 @@ class RawClient:
         return data
 
     def send_text(self, text):
-        payload = text.encode()
+        self.send_frame(0x81, text.encode())
+
+    def send_frame(self, b0, payload):
+        """One masked frame whose first header byte is `b0`."""
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
         n = len(payload)
         length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
-        self.sock.sendall(bytes([0x81]) + length + mask + masked)
+        self.sock.sendall(bytes([b0]) + length + mask + masked)
 
     def frame(self):
         """(fin, opcode, payload) of the next frame (unmasked, as a server sends)."""
@@ -142,3 +150,152 @@ def test_refresh_answer_waits_for_the_end_of_a_fragmented_message(start_gateway,
     finally:
         ws.close()
     assert not any("wsgate.refresh" in m for m in upstream.received if isinstance(m, str))
+
+
+# ---------------------------------------------------------------------------
+# Close frames are checked
+
+# Close payloads RFC 6455 forbids (Autobahn 7.3.1, 7.9.x, 7.5.1).
+MALFORMED_CLOSES = [
+    ("a 1-byte payload", b"\x03"),
+    ("code 999", struct.pack(">H", 999)),
+    ("code 1005 on the wire", struct.pack(">H", 1005)),
+    ("a reason that is not UTF-8", struct.pack(">H", 1000) + b"\xff\xfe"),
+]
+
+
+def relay_token():
+    return mint(claims(iss=ISS, aud="relay"), HS_SECRET, "HS256")
+
+
+def relay_config(routes):
+    issuers = [{"id": "main", "issuer": ISS, "audiences": ["relay"], "algorithms": ["HS256"], "keys": {"secret": HS_SECRET}}]
+    return harness.base_config(routes, issuers, token_sources=["header"])
+
+
+def masked_frames(data):
+    """(opcode, payload) of each whole masked frame (as a client sends) in `data`."""
+    out = []
+    while len(data) >= 2:
+        n, off = data[1] & 0x7F, 2
+        if n == 126:
+            if len(data) < 4:
+                break
+            n, off = struct.unpack(">H", data[2:4])[0], 4
+        assert n < 127, "no test frame is that long"
+        if len(data) < off + 4 + n:
+            break
+        mask, payload = data[off : off + 4], data[off + 4 : off + 4 + n]
+        out.append((data[0] & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(payload))))
+        data = data[off + 4 + n :]
+    return out
+
+
+class ScriptedUpstream:
+    """A WebSocket server on a bare socket: it answers the upgrade, writes
+    `script` (raw bytes) once the gateway's first frame arrives, then records
+    every byte the gateway sends until it hangs up (`ended`)."""
+
+    GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, script):
+        self.script = script
+        self.ended = threading.Event()
+        self._received = b""
+        self._lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}"
+
+    def _serve(self):
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            key = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
+            accept = base64.b64encode(hashlib.sha1(key + self.GUID).digest())
+            conn.sendall(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            )
+            first = True
+            while True:
+                try:
+                    chunk = conn.recv(4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                with self._lock:
+                    self._received += chunk
+                if first:
+                    first = False
+                    conn.sendall(self.script)
+        self.ended.set()
+
+    def closes(self):
+        """The close codes the gateway sent this upstream."""
+        with self._lock:
+            data = self._received
+        return [struct.unpack(">H", p[:2])[0] for op, p in masked_frames(data) if op == 0x8]
+
+    def stop(self):
+        self.listener.close()
+        self._thread.join(5)
+
+
+def test_a_malformed_close_from_the_client_fails_it_with_1002(start_gateway, echo):
+    gw = start_gateway(relay_config([{"id": "echo", "path": "/echo", "upstream": echo.url}]))
+    for i, (case, payload) in enumerate(MALFORMED_CLOSES):
+        ws = RawClient(gw.port, "/echo", relay_token())
+        try:
+            ws.send_text("hi")
+            assert ws.frame() == (True, 0x1, b"hi")
+            ws.send_frame(0x88, payload)
+            fin, opcode, body = ws.frame()
+            assert (fin, opcode) == (True, 0x8), case
+            assert struct.unpack(">H", body[:2])[0] == 1002, (case, body)
+        finally:
+            ws.close()
+        # The upstream (Python `websockets`) never sees the malformed close:
+        # it gets the gateway's own.
+        harness.wait_for(lambda: len(echo.closes) > i, what=f"the upstream's close after {case}")
+        assert echo.closes[i][0] == 1001, (case, echo.closes[i])
+    assert harness.roundtrip(gw.ws_url("/echo"), relay_token()) == "hello"
+
+
+def test_a_malformed_close_from_the_upstream_fails_it_with_1002(start_gateway, echo):
+    upstreams = [ScriptedUpstream(bytes([0x88, len(p)]) + p) for _, p in MALFORMED_CLOSES]
+    try:
+        routes = [{"id": f"bad{i}", "path": f"/bad{i}", "upstream": up.url} for i, up in enumerate(upstreams)]
+        routes.append({"id": "echo", "path": "/echo", "upstream": echo.url})
+        gw = start_gateway(relay_config(routes))
+        for i, (case, _) in enumerate(MALFORMED_CLOSES):
+            up = upstreams[i]
+            with harness.open_ws(gw.ws_url(f"/bad{i}"), relay_token()) as ws:
+                ws.send("go")
+                code, _ = harness.closed_with(ws)
+            assert code == 1014, case
+            harness.wait_for(lambda: up.closes(), what=f"the gateway's close after {case}")
+            assert up.closes() == [1002], case
+            assert up.ended.wait(10), f"the gateway kept the upstream connection after {case}"
+        assert harness.roundtrip(gw.ws_url("/echo"), relay_token()) == "hello"
+    finally:
+        for up in upstreams:
+            up.stop()
