@@ -170,14 +170,27 @@ impl IssuerKeys {
     }
 }
 
-/// A remote key set with its refresher. A reload whose issuer has the same
-/// key source hands the same `RemoteSource` to the new authenticator: the
-/// working keys and their refresh schedule survive, so a reload while the
-/// provider is unreachable loses nothing. The refresher stops when the last
-/// authenticator holding it is dropped (or at shutdown).
+/// A remote key set with its refresher. A reload decides per issuer (same
+/// `id`) from the previous authenticator's source:
+///
+/// - same [`RemoteOrigin`] and same [`FetchSettings`]: the new authenticator
+///   holds this very `RemoteSource`, keys, refresher and schedule included;
+/// - same origin, other settings (`refetch_interval`, `ca`): a successor
+///   ([`RemoteKeys::successor`]) starts with the kept keys and history under
+///   the new settings, and the old refresher is stopped;
+/// - another origin (or no previous source): a fresh set, with no keys
+///   until its first fetch, since keys from another source are not the
+///   keys this issuer now names.
+///
+/// The rest of an issuer's config (`issuer` for a `jwks_url` issuer,
+/// audiences, leeway, algorithms, required claims) is policy, built anew
+/// on every reload; it never touches the keys. The refresher stops when the
+/// last authenticator holding its source is dropped, when a successor takes
+/// over, or at shutdown.
 struct RemoteSource {
     keys: Arc<RemoteKeys>,
     origin: RemoteOrigin,
+    settings: FetchSettings,
     stop: CancellationToken,
 }
 
@@ -187,28 +200,22 @@ impl Drop for RemoteSource {
     }
 }
 
-/// What decides where a remote set comes from and how it is fetched: equal
-/// origins serve equal keys.
+/// Which issuer and where its keys come from (the key source): equal origins
+/// serve the same keys. The `ca` is deliberately not part of it: a new trust
+/// anchor for the same URL changes how the document is fetched, not which
+/// keys that URL publishes, so the keys already fetched stay in force until
+/// a fetch with the new `ca` replaces them.
 #[derive(Debug, Clone, PartialEq)]
 struct RemoteOrigin {
     id: String,
-    keys: crate::config::KeySource,
-    /// Discovery derives its URL from it.
-    issuer: Option<String>,
-    ca: Option<PathBuf>,
-    refetch_interval: Duration,
+    endpoint: remote::Endpoint,
 }
 
-impl RemoteOrigin {
-    fn of(cfg: &IssuerConfig) -> Self {
-        Self {
-            id: cfg.id.clone(),
-            keys: cfg.keys.clone(),
-            issuer: cfg.issuer.clone(),
-            ca: cfg.ca.clone(),
-            refetch_interval: cfg.refetch_interval,
-        }
-    }
+/// How a remote set is fetched; a change keeps the keys (see [`RemoteSource`]).
+#[derive(Debug, Clone, PartialEq)]
+struct FetchSettings {
+    ca: Option<remote::CaRoots>,
+    refetch_interval: Duration,
 }
 
 /// Makes `jsonwebtoken` use aws-lc. Idempotent.
@@ -236,9 +243,9 @@ impl Authenticator {
     /// Loads every issuer's keys; remote sets are fetched in background tasks
     /// that stop when `shutdown` is cancelled or no authenticator uses them
     /// any more. A remote set of `previous` (the authenticator a reload
-    /// replaces) whose source is unchanged is taken over as it is, keys
-    /// included. Waits a few seconds at most for the first fetch of new
-    /// remote sets.
+    /// replaces) whose key source is unchanged keeps its keys, see
+    /// [`RemoteSource`]. Waits a few seconds at most for the first fetch of
+    /// remote sets that have no keys.
     pub async fn new(
         issuers: &[IssuerConfig],
         shutdown: CancellationToken,
@@ -258,30 +265,71 @@ impl Authenticator {
         let mut native_roots: Option<Arc<rustls::RootCertStore>> = None;
         let mut entries = Vec::with_capacity(issuers.len());
         let mut first_fetches = Vec::new();
+        // Refreshers start only once every issuer is built, and the ones
+        // replaced by successors stop only then: a build that fails half-way
+        // (a reload refused) leaves the running authenticator's refreshers
+        // alone and starts none.
+        let mut to_start = Vec::new();
+        let mut replaced = Vec::new();
         for cfg in issuers {
             let keys = match keys::load_local(&cfg.keys) {
                 Ok(Some(set)) => IssuerKeys::Local(Arc::new(set)),
                 Ok(None) => {
-                    let origin = RemoteOrigin::of(cfg);
-                    if let Some(kept) = previous.and_then(|p| p.remote_source(&origin)) {
-                        IssuerKeys::Remote(kept)
-                    } else {
-                        let endpoint = remote::endpoint(cfg)?;
-                        let tls = remote::tls_config(cfg, &mut native_roots)?;
-                        let fetcher =
-                            fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
-                        let keys = Arc::new(RemoteKeys::new(
-                            cfg.id.clone(),
-                            endpoint,
-                            fetcher,
-                            tuning.clone(),
-                            cfg.refetch_interval,
-                        ));
-                        let stop = shutdown.child_token();
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        first_fetches.push(rx);
-                        tasks.spawn(keys.clone().run(stop.clone(), tx));
-                        IssuerKeys::Remote(Arc::new(RemoteSource { keys, origin, stop }))
+                    let origin = RemoteOrigin {
+                        id: cfg.id.clone(),
+                        endpoint: remote::endpoint(cfg)?,
+                    };
+                    let settings = FetchSettings {
+                        ca: remote::load_ca(cfg)?,
+                        refetch_interval: cfg.refetch_interval,
+                    };
+                    let before = previous.and_then(|p| p.remote_source(&origin));
+                    match before {
+                        Some(kept) if kept.settings == settings => IssuerKeys::Remote(kept),
+                        before => {
+                            let tls =
+                                remote::tls_config(cfg, settings.ca.as_ref(), &mut native_roots)?;
+                            let fetcher =
+                                fetch::Fetcher::new(tls, tuning.fetch_timeout, tuning.max_body);
+                            let (keys, start) = match &before {
+                                Some(old) => {
+                                    // A new trust anchor is worth trying at
+                                    // once (the old keys stay until it works);
+                                    // a new refetch interval is not.
+                                    let start = if old.settings.ca == settings.ca {
+                                        remote::Start::Resume
+                                    } else {
+                                        remote::Start::Now
+                                    };
+                                    let keys = old.keys.successor(
+                                        fetcher,
+                                        tuning.clone(),
+                                        cfg.refetch_interval,
+                                    );
+                                    (keys, start)
+                                }
+                                None => {
+                                    let keys = RemoteKeys::new(
+                                        cfg.id.clone(),
+                                        origin.endpoint.clone(),
+                                        fetcher,
+                                        tuning.clone(),
+                                        cfg.refetch_interval,
+                                    );
+                                    (keys, remote::Start::Now)
+                                }
+                            };
+                            let keys = Arc::new(keys);
+                            let stop = shutdown.child_token();
+                            to_start.push((keys.clone(), stop.clone(), start));
+                            replaced.extend(before);
+                            IssuerKeys::Remote(Arc::new(RemoteSource {
+                                keys,
+                                origin,
+                                settings,
+                                stop,
+                            }))
+                        }
                     }
                 }
                 Err(source) => {
@@ -295,6 +343,21 @@ impl Authenticator {
                 policy: jwt::Policy::new(cfg),
                 keys,
             });
+        }
+        // Nothing below fails. The old refresher of a replaced source stops
+        // before its successor starts, so no issuer is fetched on two
+        // schedules; the old authenticator, while requests still hold it,
+        // sees the successor's fetches through the shared key state.
+        for old in replaced {
+            old.stop.cancel();
+        }
+        for (keys, stop, start) in to_start {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            // Only a set with no keys yet is worth waiting for.
+            if keys.current().is_none() {
+                first_fetches.push(rx);
+            }
+            tasks.spawn(keys.run(stop, tx, start));
         }
         tasks.close();
         let _ = tokio::time::timeout(INITIAL_FETCH_WAIT, async {

@@ -7,13 +7,19 @@
 //! share the fetch in flight) and happen at most once per
 //! the issuer's `refetch_interval`. A failed fetch or a document with no
 //! usable key never replaces the last good set.
+//!
+//! What was fetched (the keys, the fetch history, the refresh schedule, the
+//! lock and the rate limit) lives in a [`KeyState`] apart from the settings
+//! it was fetched with, so that a reload that changes only how an issuer's
+//! keys are fetched hands the state to a [`RemoteKeys::successor`] instead of
+//! starting from nothing.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use rustls::pki_types::CertificateDer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -52,15 +58,17 @@ impl Default for Tuning {
     }
 }
 
-/// Where the set comes from.
-#[derive(Debug, Clone)]
+/// Where the set comes from: the key source. Two sets with equal endpoints
+/// serve the same keys, whatever the other settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     Jwks(String),
     /// The issuer URL; the document is at `/.well-known/openid-configuration`.
     Discovery(String),
 }
 
-/// One issuer's remote key set.
+/// One issuer's remote key set: the settings of one config generation around
+/// the [`KeyState`] that generations of one key source share.
 pub struct RemoteKeys {
     issuer_id: String,
     endpoint: Endpoint,
@@ -68,6 +76,13 @@ pub struct RemoteKeys {
     tuning: Tuning,
     /// At most one unknown-kid refetch per this long (`refetch_interval`).
     min_refetch: Duration,
+    state: Arc<KeyState>,
+}
+
+/// What one issuer's key source has yielded so far; it outlives a change of
+/// the settings it is fetched with (see [`RemoteKeys::successor`]).
+#[derive(Default)]
+pub struct KeyState {
     current: ArcSwapOption<KeySet>,
     /// The `jwks_uri` found by discovery, reused until a fetch from it fails.
     discovered: parking_lot::Mutex<Option<String>>,
@@ -78,6 +93,27 @@ pub struct RemoteKeys {
     attempts: AtomicU64,
     /// Outcomes and schedule, for the admin API and the metrics.
     log: FetchLog,
+    /// The background refresher's plan, which a successor's refresher
+    /// resumes instead of fetching at once.
+    schedule: parking_lot::Mutex<Schedule>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Schedule {
+    /// When the refresher means to fetch next.
+    next: Option<Instant>,
+    /// The retry delay after the next failure (doubles while fetches fail).
+    backoff: Option<Duration>,
+}
+
+/// How a refresher begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Fetch at once (a new set, or new transport settings to try).
+    Now,
+    /// Keep the schedule the previous refresher of this state left, if the
+    /// state has keys; otherwise fetch at once.
+    Resume,
 }
 
 impl RemoteKeys {
@@ -94,58 +130,87 @@ impl RemoteKeys {
             fetcher,
             tuning,
             min_refetch,
-            current: ArcSwapOption::empty(),
-            discovered: parking_lot::Mutex::new(None),
-            fetch_lock: tokio::sync::Mutex::new(None),
-            attempts: AtomicU64::new(0),
-            log: FetchLog::default(),
+            state: Arc::default(),
+        }
+    }
+
+    /// The same key source fetched with other settings: the new set starts
+    /// with this one's keys, fetch history, schedule and rate limit. The
+    /// caller stops this set's refresher, so that one issuer never has two.
+    pub fn successor(&self, fetcher: Fetcher, tuning: Tuning, min_refetch: Duration) -> Self {
+        Self {
+            issuer_id: self.issuer_id.clone(),
+            endpoint: self.endpoint.clone(),
+            fetcher,
+            tuning,
+            min_refetch,
+            state: Arc::clone(&self.state),
         }
     }
 
     /// How fetching this set goes.
     pub fn log(&self) -> &FetchLog {
-        &self.log
+        &self.state.log
     }
 
     /// The last good set, if any fetch ever succeeded.
     pub fn current(&self) -> Option<Arc<KeySet>> {
-        self.current.load_full()
+        self.state.current.load_full()
     }
 
     /// Called when a token names a kid (or alg) the current set cannot serve.
     /// Waits for a fetch already in flight, or starts one unless one was
     /// attempted less than `min_refetch` ago. The caller looks up again after.
     pub async fn refetch_for_unknown_kid(&self) {
-        let seen = self.attempts.load(Ordering::Acquire);
-        let mut last = self.fetch_lock.lock().await;
-        if self.attempts.load(Ordering::Acquire) != seen {
+        let seen = self.state.attempts.load(Ordering::Acquire);
+        let mut last = self.state.fetch_lock.lock().await;
+        if self.state.attempts.load(Ordering::Acquire) != seen {
             return;
         }
         if last.is_some_and(|t| t.elapsed() < self.min_refetch) {
             return;
         }
         *last = Some(Instant::now());
-        self.attempts.fetch_add(1, Ordering::AcqRel);
+        self.state.attempts.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = self.fetch_once().await {
             tracing::warn!(issuer = %self.issuer_id, error = %e, "key set refetch failed; keeping the last good set");
         }
     }
 
-    /// The background refresher: fetches at once, then on the provider's
-    /// schedule, with backoff after failures, until `cancel` fires.
-    /// `first_done` is signalled after the first attempt, whatever its outcome.
+    /// The background refresher: fetches at once (or, with [`Start::Resume`],
+    /// when the previous refresher of this state meant to), then on the
+    /// provider's schedule, with backoff after failures, until `cancel` fires.
+    /// `first_done` is signalled after the first attempt, whatever its
+    /// outcome, or at once when resuming a schedule.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
         first_done: tokio::sync::oneshot::Sender<()>,
+        start: Start,
     ) {
-        let mut backoff = self.tuning.retry_min;
+        let inherited = *self.state.schedule.lock();
+        let mut backoff = inherited.backoff.unwrap_or(self.tuning.retry_min);
         let mut first_done = Some(first_done);
+        // A resumed schedule is only worth keeping while there are keys to
+        // serve meanwhile; without them the new settings may be what was
+        // missing, so try them now.
+        let resume_at = inherited
+            .next
+            .filter(|_| start == Start::Resume && self.current().is_some());
+        if let Some(at) = resume_at {
+            if let Some(tx) = first_done.take() {
+                let _ = tx.send(());
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
         loop {
             let attempt = async {
-                let mut last = self.fetch_lock.lock().await;
+                let mut last = self.state.fetch_lock.lock().await;
                 *last = Some(Instant::now());
-                self.attempts.fetch_add(1, Ordering::AcqRel);
+                self.state.attempts.fetch_add(1, Ordering::AcqRel);
                 self.fetch_once().await
             };
             let result = tokio::select! {
@@ -161,18 +226,24 @@ impl RemoteKeys {
                     ttl
                 }
                 Err(e) => {
-                    let has_keys = self.current.load().is_some();
+                    let has_keys = self.current().is_some();
                     tracing::warn!(issuer = %self.issuer_id, error = %e, has_keys, retry_in = ?backoff, "key set fetch failed");
                     let delay = backoff;
                     backoff = (backoff * 2).min(self.tuning.retry_max);
                     delay
                 }
             };
-            self.log
+            let at = Instant::now() + next;
+            *self.state.schedule.lock() = Schedule {
+                next: Some(at),
+                backoff: Some(backoff),
+            };
+            self.state
+                .log
                 .scheduled(super::unix_now().saturating_add(next.as_secs() as i64));
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(next) => {}
+                _ = tokio::time::sleep_until(at) => {}
             }
         }
     }
@@ -181,8 +252,8 @@ impl RemoteKeys {
     async fn fetch_once(&self) -> Result<Duration, FetchError> {
         let result = self.fetch_set().await;
         match &result {
-            Ok(_) => self.log.succeeded(super::unix_now()),
-            Err(e) => self.log.failed(super::unix_now(), e),
+            Ok(_) => self.state.log.succeeded(super::unix_now()),
+            Err(e) => self.state.log.failed(super::unix_now(), e),
         }
         result
     }
@@ -193,14 +264,14 @@ impl RemoteKeys {
             Ok(f) => f,
             Err(e) => {
                 // The provider may have moved its keys: discover again next time.
-                self.discovered.lock().take();
+                self.state.discovered.lock().take();
                 return Err(e);
             }
         };
         let set = KeySet::from_jwks_json(&fetched.body, false)
             .map_err(|e| FetchError::Document(e.to_string()))?;
         tracing::info!(issuer = %self.issuer_id, keys = set.len(), "key set loaded");
-        self.current.store(Some(Arc::new(set)));
+        self.state.current.store(Some(Arc::new(set)));
         let ttl = fetched
             .max_age
             .unwrap_or(self.tuning.default_ttl)
@@ -213,7 +284,7 @@ impl RemoteKeys {
             Endpoint::Jwks(url) => return Ok(url.clone()),
             Endpoint::Discovery(issuer) => issuer,
         };
-        if let Some(url) = self.discovered.lock().clone() {
+        if let Some(url) = self.state.discovered.lock().clone() {
             return Ok(url);
         }
         let doc_url = format!(
@@ -242,7 +313,7 @@ impl RemoteKeys {
         // The document is trusted as far as its transport: the same https /
         // loopback-only rule applies to the URL it points at.
         super::fetch::check_url(&parsed.jwks_uri)?;
-        *self.discovered.lock() = Some(parsed.jwks_uri.clone());
+        *self.state.discovered.lock() = Some(parsed.jwks_uri.clone());
         Ok(parsed.jwks_uri)
     }
 }
@@ -271,14 +342,53 @@ pub fn endpoint(cfg: &IssuerConfig) -> Result<Endpoint, AuthSetupError> {
     Ok(endpoint)
 }
 
-/// Trust for fetching key sets: the issuer's `ca`, else the system roots
-/// (loaded once per [`Authenticator`], only if some issuer needs them).
+/// An issuer's `ca`: its certificates, which a reload compares (the file is
+/// read again, so a replaced bundle at the same path counts as a change),
+/// and the trust store made of them.
+#[derive(Debug, Clone)]
+pub struct CaRoots {
+    certs: Vec<CertificateDer<'static>>,
+    store: Arc<rustls::RootCertStore>,
+}
+
+impl PartialEq for CaRoots {
+    fn eq(&self, other: &Self) -> bool {
+        self.certs == other.certs
+    }
+}
+
+/// Reads the issuer's `ca`, if it has one.
+pub fn load_ca(cfg: &IssuerConfig) -> Result<Option<CaRoots>, AuthSetupError> {
+    let Some(path) = &cfg.ca else {
+        return Ok(None);
+    };
+    let err = |reason: String| AuthSetupError::Ca {
+        issuer: cfg.id.clone(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    // The TLS module's reader, so a CA file is read the same way everywhere.
+    let certs = crate::tls::load_certs(path).map_err(|e| err(e.to_string()))?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &certs {
+        store.add(cert.clone()).map_err(|e| err(e.to_string()))?;
+    }
+    Ok(Some(CaRoots {
+        certs,
+        store: Arc::new(store),
+    }))
+}
+
+/// Trust for fetching key sets: the issuer's `ca` (from [`load_ca`]), else
+/// the system roots (loaded once per [`super::Authenticator`], only if some
+/// issuer needs them).
 pub fn tls_config(
     cfg: &IssuerConfig,
+    ca: Option<&CaRoots>,
     native: &mut Option<Arc<rustls::RootCertStore>>,
 ) -> Result<Arc<rustls::ClientConfig>, AuthSetupError> {
-    let roots = match &cfg.ca {
-        Some(path) => Arc::new(load_ca(&cfg.id, path)?),
+    let roots = match ca {
+        Some(ca) => Arc::clone(&ca.store),
         None => native
             .get_or_insert_with(|| {
                 let loaded = rustls_native_certs::load_native_certs();
@@ -299,18 +409,4 @@ pub fn tls_config(
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn load_ca(issuer: &str, path: &Path) -> Result<rustls::RootCertStore, AuthSetupError> {
-    let err = |reason: String| AuthSetupError::Ca {
-        issuer: issuer.to_owned(),
-        path: path.to_path_buf(),
-        reason,
-    };
-    // The TLS module's reader, so a CA file is read the same way everywhere.
-    let mut store = rustls::RootCertStore::empty();
-    for cert in crate::tls::load_certs(path).map_err(|e| err(e.to_string()))? {
-        store.add(cert).map_err(|e| err(e.to_string()))?;
-    }
-    Ok(store)
 }

@@ -92,9 +92,9 @@ impl Authenticator {
                     IssuerKeys::Local(_) => ("local", Some(self.built_at), None, None),
                     IssuerKeys::Remote(r) => {
                         let state = r.keys.log().state();
-                        let source = match r.origin.keys {
-                            crate::config::KeySource::Discovery => "discovery",
-                            _ => "jwks_url",
+                        let source = match r.origin.endpoint {
+                            super::remote::Endpoint::Discovery(_) => "discovery",
+                            super::remote::Endpoint::Jwks(_) => "jwks_url",
                         };
                         (
                             source,

@@ -455,47 +455,241 @@ async fn https_jwks_trusts_only_the_configured_ca() {
     assert!(a.verify(&token, None).await.is_ok());
 }
 
+/// Whether the refresher of issuer `index` (a remote set) was told to stop.
+fn refresher_stopped(a: &Authenticator, index: usize) -> bool {
+    match &a.issuers[index].keys {
+        super::IssuerKeys::Remote(r) => r.stop.is_cancelled(),
+        super::IssuerKeys::Local(_) => panic!("issuer {index} has local keys"),
+    }
+}
+
+/// Waits (bounded) until every refresher `a` started has ended.
+async fn refreshers_end(a: &Authenticator) {
+    tokio::time::timeout(Duration::from_secs(5), a.tasks().wait())
+        .await
+        .expect("the replaced refresher ends");
+}
+
+fn down() -> Reply {
+    Reply {
+        status: 500,
+        ..Reply::ok("")
+    }
+}
+
 #[tokio::test]
 async fn a_reload_keeps_remote_keys_whose_source_is_unchanged() {
     let server = TestServer::start().await;
     server.set("/jwks", Reply::ok(jwks(&[testutil::ec256().jwk("k1")])));
     let (a, stop) = remote(&server, KeySource::JwksUrl(server.url("/jwks"))).await;
     assert_eq!(server.hits("/jwks"), 1);
+    let key = testutil::ec256().encoding_key();
     let token = sign(
         ES256,
         &claims(json!({"iss": server.url("")})),
-        &testutil::ec256().encoding_key(),
+        &key,
         Some("k1"),
     );
+    let reload = |cfg: &IssuerConfig, previous: &Arc<Authenticator>| {
+        let (cfg, previous, stop) = (cfg.clone(), previous.clone(), stop.clone());
+        async move {
+            Authenticator::with_tuning(&[cfg], stop, quick(), Some(&previous))
+                .await
+                .unwrap()
+        }
+    };
+
     // The provider goes down; a reload builds a new authenticator from the
-    // same settings (one issuer's policy changed: a longer leeway).
-    server.set(
-        "/jwks",
-        Reply {
-            status: 500,
-            ..Reply::ok("")
-        },
-    );
+    // same settings (one issuer's policy changed: a longer leeway). It holds
+    // the very same source: no new refresher, nothing fetched.
+    server.set("/jwks", down());
     let mut cfg = issuer("idp", &[ES256], KeySource::JwksUrl(server.url("/jwks")));
     cfg.issuer = Some(server.url(""));
     cfg.refetch_interval = Duration::from_millis(500);
     cfg.leeway = Duration::from_secs(120);
-    let b = Authenticator::with_tuning(&[cfg.clone()], stop.clone(), quick(), Some(&a))
-        .await
-        .unwrap();
-    drop(a);
+    let b = reload(&cfg, &a).await;
     assert!(b.issuers_without_keys().is_empty());
+    assert!(b.tasks().is_empty(), "the running refresher is taken over");
+    assert!(!refresher_stopped(&a, 0));
     assert_eq!(server.hits("/jwks"), 1, "the kept set is not fetched again");
     assert_eq!(
         b.verify(&token, None).await.unwrap().leeway,
         Duration::from_secs(120)
     );
 
-    // A changed key source starts afresh: no keys while its provider is down.
+    // Another refetch interval: a successor serves the same keys under the
+    // new setting, continuing the old schedule (an hour away: no fetch), and
+    // the first refresher stops.
+    cfg.refetch_interval = Duration::from_secs(2);
+    let c = reload(&cfg, &b).await;
+    assert!(c.issuers_without_keys().is_empty());
+    assert_eq!(c.tasks().len(), 1, "one new refresher");
+    assert!(refresher_stopped(&b, 0));
+    refreshers_end(&a).await;
+    assert_eq!(
+        server.hits("/jwks"),
+        1,
+        "the schedule is resumed, not restarted"
+    );
+    let fresh = sign(
+        ES256,
+        &claims(json!({"iss": server.url(""), "n": 1})),
+        &key,
+        Some("k1"),
+    );
+    assert!(c.verify(&fresh, None).await.is_ok());
+    // The fetch history carries over, for the admin API and the metrics.
+    assert_eq!(c.status()[0].fetches_ok, Some(1));
+
+    // Another `issuer` string on a `jwks_url` issuer is policy: the source
+    // and its refresher stay, and the new string is what tokens must carry.
+    cfg.issuer = Some("https://renamed.example".into());
+    let d = reload(&cfg, &c).await;
+    assert!(d.tasks().is_empty());
+    assert!(!refresher_stopped(&c, 0));
+    assert!(d.issuers_without_keys().is_empty());
+    let renamed = sign(
+        ES256,
+        &claims(json!({"iss": "https://renamed.example"})),
+        &key,
+        Some("k1"),
+    );
+    assert_eq!(d.verify(&renamed, None).await.unwrap().issuer_id, "idp");
+    assert_eq!(
+        d.verify(&fresh, None).await.unwrap_err(),
+        AuthError::WrongIssuer
+    );
+    assert_eq!(server.hits("/jwks"), 1);
+
+    // A changed key source starts afresh: the keys of the old URL are not
+    // the keys the issuer now names, so none while its provider is down.
     cfg.keys = KeySource::JwksUrl(server.url("/other"));
-    let c = Authenticator::with_tuning(&[cfg], stop.clone(), quick(), Some(&b))
+    let e = reload(&cfg, &d).await;
+    assert_eq!(e.issuers_without_keys(), vec!["idp".to_string()]);
+    assert_eq!(
+        e.verify(&renamed, None).await.unwrap_err(),
+        AuthError::NoKeys
+    );
+    // The replaced source's refresher ends with the last authenticator
+    // holding it.
+    let replaced = c.tasks().clone();
+    drop((b, c, d));
+    tokio::time::timeout(Duration::from_secs(5), replaced.wait())
+        .await
+        .expect("the refresher of the old source ends");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_discovery_issuer_starts_afresh() {
+    let server = TestServer::start().await;
+    let doc = json!({"issuer": server.url(""), "jwks_uri": server.url("/keys")});
+    server.set(
+        "/.well-known/openid-configuration",
+        Reply::ok(doc.to_string()),
+    );
+    server.set("/keys", Reply::ok(jwks(&[testutil::ec256().jwk("d1")])));
+    let (a, stop) = remote(&server, KeySource::Discovery).await;
+    assert!(a.issuers_without_keys().is_empty());
+    server.set("/.well-known/openid-configuration", down());
+    // For discovery the issuer URL is where the keys come from.
+    let mut cfg = issuer("idp", &[ES256], KeySource::Discovery);
+    cfg.issuer = Some(server.url("/tenant-2"));
+    let b = Authenticator::with_tuning(&[cfg], stop.clone(), quick(), Some(&a))
         .await
         .unwrap();
-    assert_eq!(c.issuers_without_keys(), vec!["idp".to_string()]);
+    assert_eq!(b.issuers_without_keys(), vec!["idp".to_string()]);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_reload_with_another_ca_keeps_the_keys_until_a_fetch_with_it_succeeds() {
+    let (server, ca_pem) = TestServer::start_tls().await;
+    server.set("/jwks", Reply::ok(jwks(&[testutil::ec256().jwk("t1")])));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://localhost:{}/jwks", server.addr.port());
+    let mut cfg = issuer("tls", &[ES256], KeySource::JwksUrl(url));
+    cfg.ca = Some(pem_file(&dir, "ca.pem", &ca_pem));
+    let stop = CancellationToken::new();
+    let build = |cfg: &IssuerConfig, previous: Option<&Arc<Authenticator>>| {
+        let (cfg, previous, stop) = (cfg.clone(), previous.cloned(), stop.clone());
+        async move {
+            Authenticator::with_tuning(&[cfg], stop, quick(), previous.as_deref())
+                .await
+                .unwrap()
+        }
+    };
+    let a = build(&cfg, None).await;
+    assert_eq!(server.hits("/jwks"), 1);
+    let token = sign(
+        ES256,
+        &claims(json!({})),
+        &testutil::ec256().encoding_key(),
+        Some("t1"),
+    );
+
+    // The same certificates at another path: nothing changed.
+    cfg.ca = Some(pem_file(&dir, "copy.pem", &ca_pem));
+    let b = build(&cfg, Some(&a)).await;
+    assert!(b.tasks().is_empty());
+
+    // A CA that does not trust the provider: the keys stay, a fetch with the
+    // new CA is tried at once (and fails), the old refresher stops.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    cfg.ca = Some(pem_file(&dir, "stranger.pem", &stranger.cert.pem()));
+    let c = build(&cfg, Some(&b)).await;
+    assert!(c.issuers_without_keys().is_empty());
+    assert!(c.verify(&token, None).await.is_ok());
+    refreshers_end(&a).await;
+    let failed = tokio::time::timeout(Duration::from_secs(5), async {
+        while c.status()[0].fetches_failed != Some(1) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(failed.is_ok(), "a fetch with the new CA was tried");
+    assert_eq!(
+        server.hits("/jwks"),
+        1,
+        "the untrusted server never answered"
+    );
+    assert!(
+        c.issuers_without_keys().is_empty(),
+        "a failed fetch keeps the keys"
+    );
+
+    // The same file rewritten with the right CA is a change too: the file is
+    // read again on every reload, and the fetch with it succeeds at once.
+    std::fs::write(cfg.ca.as_ref().unwrap(), &ca_pem).unwrap();
+    let d = build(&cfg, Some(&c)).await;
+    refreshers_end(&c).await;
+    let fetched = tokio::time::timeout(Duration::from_secs(5), async {
+        while server.hits("/jwks") < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(fetched.is_ok(), "the fixed CA fetched at once");
+    assert_eq!(d.status()[0].fetches_ok, Some(2));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_reload_refused_half_way_leaves_the_running_refreshers_alone() {
+    let server = TestServer::start().await;
+    server.set("/jwks", Reply::ok(jwks(&[testutil::ec256().jwk("k1")])));
+    let (a, stop) = remote(&server, KeySource::JwksUrl(server.url("/jwks"))).await;
+    let mut changed = issuer("idp", &[ES256], KeySource::JwksUrl(server.url("/jwks")));
+    changed.refetch_interval = Duration::from_secs(3);
+    let broken = issuer(
+        "broken",
+        &[ES256],
+        KeySource::PublicKey("/nonexistent/key.pem".into()),
+    );
+    let refused =
+        Authenticator::with_tuning(&[changed, broken], stop.clone(), quick(), Some(&a)).await;
+    assert!(refused.is_err());
+    assert!(!refresher_stopped(&a, 0));
+    assert_eq!(a.tasks().len(), 1);
     stop.cancel();
 }

@@ -1,6 +1,7 @@
 """Reloads keep working key sets, `/readyz` is a stated choice, and a
 rotated-in key is fetched within about a second of being used."""
 
+import json
 import signal
 
 import pytest
@@ -44,6 +45,16 @@ def readyz(gw):
     return harness.http_get(gw.admin_url("/readyz"))[0]
 
 
+def sighup(gw, cfg=None):
+    """Writes `cfg` (if given) as the gateway's config, sends SIGHUP and
+    waits until the reload is in force."""
+    if cfg is not None:
+        gw.config_path.write_text(json.dumps(cfg, indent=2))
+    before = gw.log().count("configuration reloaded")
+    gw.proc.send_signal(signal.SIGHUP)
+    harness.wait_for(lambda: gw.log().count("configuration reloaded") > before, what="the reload")
+
+
 def test_a_reload_while_the_provider_is_down_keeps_the_keys(start_gateway, echo, ca, idp):
     key = harness.gen_key("ec256")
     idp.set("/jwks.json", {"keys": [harness.jwk(key, "k1")]})
@@ -52,9 +63,7 @@ def test_a_reload_while_the_provider_is_down_keeps_the_keys(start_gateway, echo,
     assert readyz(gw) == 200
 
     idp.stop()
-    before = gw.log().count("configuration reloaded")
-    gw.proc.send_signal(signal.SIGHUP)
-    harness.wait_for(lambda: gw.log().count("configuration reloaded") > before, what="the reload")
+    sighup(gw)
     # A token the gateway has never seen (no cache can help) is still accepted.
     assert accepted(gw, mint(claims(sub="bob", aud=AUD), key, "ES256", kid="k1"))
     assert readyz(gw) == 200
@@ -83,3 +92,52 @@ def test_a_rotated_in_key_is_fetched_within_the_refetch_interval(start_gateway, 
     # old fixed 10s rate limit was not.
     harness.wait_for(lambda: accepted(gw, token), timeout=5.0, interval=0.2,
                      what="the rotated-in key")
+
+
+@pytest.mark.parametrize("change", ["refetch_interval", "issuer", "ca"])
+def test_a_reload_that_changes_how_an_issuer_is_fetched_or_judged_keeps_its_keys(
+    start_gateway, echo, ca, idp, tmp_path, change
+):
+    """Only the key source (the URL) decides whether fetched keys are still
+    the issuer's keys; any other change keeps them until a new fetch."""
+    key = harness.gen_key("ec256")
+    idp.set("/jwks.json", {"keys": [harness.jwk(key, "k1")]})
+    issuer = remote_issuer(ca, f"{idp.base}/jwks.json")
+    issuer.update({"issuer": "https://idp.test/a", "refetch_interval": "1s"})
+    gw = start_gateway(config(echo, [issuer]))
+    assert accepted(gw, mint(claims(iss="https://idp.test/a", aud=AUD), key, "ES256", kid="k1"))
+    assert readyz(gw) == 200
+
+    idp.stop()
+    if change == "refetch_interval":
+        issuer["refetch_interval"] = "2s"
+    elif change == "issuer":
+        issuer["issuer"] = "https://idp.test/b"
+    else:
+        # Another CA bundle: the keys fetched under the old one stay until a
+        # fetch through the new one succeeds (here none can: the provider is down).
+        issuer["ca"] = str(harness.TestCA(tmp_path / "other-ca").ca_path)
+    sighup(gw, config(echo, [issuer]))
+    # A token the gateway has never seen (sub differs: no cache can help).
+    token = mint(claims(sub="bob", iss=issuer["issuer"], aud=AUD), key, "ES256", kid="k1")
+    assert accepted(gw, token)
+    assert readyz(gw) == 200
+
+
+def test_a_reload_that_changes_the_key_source_drops_the_old_keys(start_gateway, echo, ca, idp):
+    key = harness.gen_key("ec256")
+    idp.set("/jwks.json", {"keys": [harness.jwk(key, "k1")]})
+    issuer = remote_issuer(ca, f"{idp.base}/jwks.json")
+    gw = start_gateway(config(echo, [issuer]))
+    assert accepted(gw, mint(claims(aud=AUD), key, "ES256", kid="k1"))
+
+    idp.stop()
+    # Keys fetched from the old URL are not the keys the issuer now names.
+    issuer["keys"] = {"jwks_url": f"{idp.base}/other.json"}
+    sighup(gw, config(echo, [issuer]))
+    status, headers, _ = harness.refused(
+        gw.ws_url("/echo"), mint(claims(sub="bob", aud=AUD), key, "ES256", kid="k1")
+    )
+    assert status == 401
+    assert "no verification keys available" in headers["WWW-Authenticate"]
+    assert readyz(gw) == 503
