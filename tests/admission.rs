@@ -1,7 +1,8 @@
 //! One admission rule, everywhere: a reload re-judges every live session's
 //! token (not only its route's rules), a refresh is judged by the rules in
 //! force now, and `iat` and `sub` mean the same at the handshake, in
-//! revocations, limits and refresh.
+//! revocations, limits and refresh. A refusal after the 101 (a bad
+//! `first_message` token) ends the TCP connection within a second.
 // Tests measure real (wall) time: the async-code bans of .clippy.toml do not
 // apply here.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -379,4 +380,46 @@ async fn a_sub_of_another_type_is_malformed() {
             "sub {sub}: {description}"
         );
     }
+}
+
+/// Reads until the gateway's close frame, answers it when `answer`, then
+/// reads to EOF: the close code and reason, and how long the TCP connection
+/// stayed open after the close frame arrived. Every read is bounded by the
+/// harness's `WAIT`.
+async fn close_then_eof(ws: &mut RawWs, answer: bool) -> ((u16, String), Duration) {
+    let close = ws.expect_close().await;
+    let arrived = Instant::now();
+    if answer {
+        ws.send_close(close.0, "").await;
+    }
+    while ws.read_frame().await.is_some() {}
+    (close, arrived.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_refusal_closes_tcp_within_a_second() {
+    let up = EchoUpstream::start().await;
+    let route = echo_route(&up.url(), "    token_sources: [first_message]\n");
+    let gw = Gateway::start(&config(&secret_issuer(SECRET), &route));
+    // Signed with a secret the issuer does not have.
+    let forged = mint(OTHER_SECRET, &claims("mallory", json!({})));
+    for answer in [false, true] {
+        let mut ws = RawWs::connect(gw.addr(), "/echo", &[]).await;
+        ws.send_text(&json!({ "token": forged }).to_string()).await;
+        let (close, open) = close_then_eof(&mut ws, answer).await;
+        assert_eq!(close, (4401, "invalid signature".to_owned()));
+        // A client that answers the close sees EOF at once; one that does
+        // not is cut off 1 s after the close (half a second more for a
+        // loaded machine).
+        let bound = if answer {
+            Duration::from_millis(700)
+        } else {
+            Duration::from_millis(1500)
+        };
+        assert!(
+            open < bound,
+            "answer={answer}: TCP open {open:?} after the close"
+        );
+    }
+    assert_eq!(up.count(), 0, "a refused client never reaches the upstream");
 }

@@ -21,6 +21,14 @@ async fn json_logs_have_a_line_per_handshake_and_per_session_end() {
     let t = token("alice", json!({ "jti": "audit-1" }));
     let mut ws = ws_bearer(&gw.ws_url("/echo"), &t).await;
     roundtrip(&mut ws, "hello").await;
+    // The id an operator sees in the admin API is the one the lines carry.
+    let listed = gw.admin("GET", "/admin/sessions", None).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let listed: Value = serde_json::from_str(&listed.body).expect("sessions JSON");
+    let id = listed[0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session id in {listed}"))
+        .to_owned();
     drop(ws);
     let refused = ws_connect(
         &gw.ws_url("/echo"),
@@ -52,6 +60,19 @@ async fn json_logs_have_a_line_per_handshake_and_per_session_end() {
         .as_str()
         .is_some_and(|r| r.starts_with("127.0.0.1:")));
     assert!(ok["duration_ms"].is_number());
+    let host = format!("127.0.0.1:{}", gw.addr().port());
+    let where_ = |line: &Value| {
+        (
+            line["path"].clone(),
+            line["host"].clone(),
+            line["upstream"].clone(),
+            // A number or a string, depending on the field's type: the text
+            // is what an operator matches against the admin API.
+            line["session"].to_string().trim_matches('"').to_owned(),
+        )
+    };
+    let expected = (json!("/echo"), json!(host), json!(up.url()), id);
+    assert_eq!(where_(&ok), expected, "handshake line: {ok}");
 
     let refused = find("handshake refused");
     assert_eq!(refused["outcome"], "unauthorized");
@@ -64,6 +85,7 @@ async fn json_logs_have_a_line_per_handshake_and_per_session_end() {
     assert_eq!(end["msgs_down"], 1);
     assert!(end["duration_ms"].is_number());
     assert!(end["reason"].is_string());
+    assert_eq!(where_(&end), expected, "session-end line: {end}");
 
     let all = gw.logs().join("\n");
     assert!(!all.contains(&t), "a full token reached the log");

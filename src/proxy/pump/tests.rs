@@ -299,6 +299,55 @@ async fn a_peer_that_never_answers_is_unresponsive() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_upstream_that_never_answers_is_unresponsive() {
+    // The mirror image of the test above: the pump keeps both legs alive
+    // the same way, so a silent upstream is found as a silent client is.
+    let mut st = settings();
+    st.ping_interval = Some(Duration::from_secs(30));
+    st.ping_timeout = Duration::from_secs(10);
+    let s = &session(None);
+    let ended = pump_with(st, s, |mut c, mut u| async move {
+        let client = async {
+            // The client answers its pings and is told why the session ends.
+            while let Some((op, p)) = read_frame(&mut c).await {
+                match op {
+                    OP_PING => c.write_all(&encode(OP_PONG, &p, MASK)).await.expect("pong"),
+                    OP_CLOSE => {
+                        let close = frame::parse_close(&p).expect("a valid close");
+                        assert_eq!(
+                            (close.code, close.reason.as_str()),
+                            (1011, "peer unresponsive")
+                        );
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        let upstream = async {
+            // Reads (so the close can arrive) but never answers a ping.
+            let (code, before) = until_close(&mut u).await;
+            assert_eq!(code, Some(1001));
+            assert_eq!(before.iter().filter(|f| f.0 == OP_PING).count(), 1);
+        };
+        tokio::join!(client, upstream);
+    })
+    .await;
+    assert_eq!(ended.reason, CloseReason::Unresponsive);
+    // Pinged at 30 s, given up at 40 s, then at most the close wait.
+    assert!(
+        ended.elapsed >= Duration::from_secs(40),
+        "{:?}",
+        ended.elapsed
+    );
+    assert!(
+        ended.elapsed <= Duration::from_secs(40) + CLOSE_HANDSHAKE_WAIT,
+        "{:?}",
+        ended.elapsed
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_kill_ends_the_session_with_its_reason() {
     let s = &session(None);
     let ended = pump_with(settings(), s, |mut c, mut u| async move {
