@@ -172,6 +172,8 @@ fn round_trips(value: &serde_json::Value) -> bool {
 
 /// What a session is registered with.
 pub struct Registration<'a> {
+    /// The snapshot its admission was judged against.
+    pub judged: &'a Snapshot,
     pub route: &'a Route,
     pub params: &'a Params,
     pub admitted: Admitted,
@@ -243,7 +245,48 @@ pub async fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionG
     if token.is_some_and(|t| gw.revocations().is_revoked(&t)) {
         return Err(Reject::Revoked);
     }
+    // Likewise a reload: its re-check did not see this session either.
+    confirm(gw, r.judged, guard.handle()).await?;
     Ok(guard)
+}
+
+/// Judges a live session again when a reload has put another snapshot in
+/// force since its token was judged against `judged`: admission can wait
+/// (a key fetch, Redis), and a reload's re-check only sees the sessions
+/// registered by then. Called once the session is visible in the registry,
+/// so any later reload finds it; one look suffices. As in [`recheck`], a
+/// token whose issuer has no keys yet gets no verdict.
+pub async fn confirm(gw: &Gateway, judged: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
+    let current = gw.snapshot.load_full();
+    if std::ptr::eq(&*current, judged) {
+        return Ok(());
+    }
+    match judge_again(gw, &current, s).await {
+        Ok(()) | Err(Reject::InvalidToken(crate::auth::AuthError::NoKeys)) => Ok(()),
+        Err(reject) => {
+            tracing::info!(session = s.id, route = %s.route, reason = %reject, "admission overtaken by a reload");
+            Err(reject)
+        }
+    }
+}
+
+/// The route `snapshot` gives the request a session was admitted for, and
+/// its path parameters. It must be the route of the admission (`id`):
+/// another route's rules were never applied to it.
+pub fn same_route<'s>(
+    snapshot: &'s Snapshot,
+    admitted: &Admitted,
+    id: &str,
+) -> Result<(&'s Arc<Route>, Params), Reject> {
+    let path = parse_request_path(&admitted.path).map_err(|_| Reject::NotFound)?;
+    let matched = snapshot
+        .routes
+        .find(admitted.host.as_deref(), &path)
+        .ok_or(Reject::NotFound)?;
+    if &*matched.route.id != id {
+        return Err(Reject::NotFound);
+    }
+    Ok((matched.route, matched.params))
 }
 
 /// A cluster-wide per-subject place, held by the session. When Redis cannot
@@ -307,26 +350,16 @@ pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
 }
 
 async fn judge_again(gw: &Gateway, snapshot: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
-    let a = &s.admitted;
-    let path = parse_request_path(&a.path).map_err(|_| Reject::NotFound)?;
-    let matched = snapshot
-        .routes
-        .find(a.host.as_deref(), &path)
-        .ok_or(Reject::NotFound)?;
-    if matched.route.id != s.route {
-        // Another route (or none) would take this request now: its rules
-        // were never applied to this session.
-        return Err(Reject::NotFound);
-    }
+    let (route, params) = same_route(snapshot, &s.admitted, &s.route)?;
     let token = s.token();
     let credential = match token.as_deref() {
         Some(t) => Credential::Held(t),
         None => Credential::Absent,
     };
     let attempt = Attempt {
-        route: matched.route,
-        params: &matched.params,
-        origins: &a.origins,
+        route,
+        params: &params,
+        origins: &s.admitted.origins,
         credential,
     };
     admit(gw, snapshot, attempt).await.map(|_| ())
