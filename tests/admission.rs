@@ -398,6 +398,17 @@ struct HeldJwks {
 impl HeldJwks {
     /// Serves `first` at once, then `later` once [`Self::release`] is called.
     async fn start(first: Vec<u8>, later: Vec<u8>) -> HeldJwks {
+        Self::holding_from(1, first, later).await
+    }
+
+    /// Serves `body` only once [`Self::release`] is called.
+    async fn holding(body: Vec<u8>) -> HeldJwks {
+        Self::holding_from(0, Vec::new(), body).await
+    }
+
+    /// Answers the first `hold_from` requests with `first` at once and the
+    /// rest with `later` once released.
+    async fn holding_from(hold_from: usize, first: Vec<u8>, later: Vec<u8>) -> HeldJwks {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -408,13 +419,14 @@ impl HeldJwks {
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let n = seen.fetch_add(1, Ordering::SeqCst);
-                let body = if n == 0 { first.clone() } else { later.clone() };
+                let held = n >= hold_from;
+                let body = if held { later.clone() } else { first.clone() };
                 let gate = Arc::clone(&gate);
                 tokio::spawn(async move {
                     let mut head = [0u8; 4096];
                     let _ = conn.read(&mut head).await;
-                    if n > 0 {
-                        let _held = gate.acquire().await;
+                    if held {
+                        let _permit = gate.acquire().await;
                     }
                     let resp = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -608,4 +620,44 @@ async fn a_first_message_is_judged_by_the_config_in_force_when_it_arrives() {
         );
     }
     assert!(up.conns().is_empty(), "the upstream was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_a_reload_cannot_judge_yet_are_judged_when_the_keys_arrive() {
+    let up = EchoUpstream::start().await;
+    let (k1, k2) = held_keys();
+    let old_idp = HeldJwks::start(jwks(&[("k1", &k1)]), Vec::new()).await;
+    let gw = Gateway::start(&config(
+        &remote_issuer(&old_idp.url),
+        &echo_route(&up.url(), ""),
+    ));
+    let mut ws = gw
+        .session("/echo", &mint_kid(&k1, "k1", &claims("alice", json!({}))))
+        .await;
+    // (the new key source's set, whether it still holds the session's key)
+    for (keys, kept) in [
+        (jwks(&[("k1", &k1), ("k2", &k2)]), true),
+        (jwks(&[("k2", &k2)]), false),
+    ] {
+        let new_idp = HeldJwks::holding(keys).await;
+        // The new source does not answer yet: no verdict, the session stays.
+        admin_reload(
+            &gw,
+            &config(&remote_issuer(&new_idp.url), &echo_route(&up.url(), "")),
+        )
+        .await;
+        roundtrip(&mut ws, "no verdict before the keys arrive").await;
+        new_idp.release();
+        if kept {
+            assert!(
+                gw.wait_for_log("sessions judged once their issuers' keys arrived", WAIT)
+                    .await,
+                "never judged"
+            );
+            roundtrip(&mut ws, "k1 is in the new set").await;
+        } else {
+            let close = expect_close_within(&mut ws, WAIT).await;
+            assert_eq!(close, (4403, "access revoked by policy".to_owned()));
+        }
+    }
 }

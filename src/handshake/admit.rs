@@ -318,14 +318,24 @@ async fn cluster_place(
     }
 }
 
+/// What a re-check of the live sessions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rechecked {
+    /// Sessions ended with 4403 `access revoked by policy`.
+    pub closed: usize,
+    /// Sessions whose issuer had no keys yet: no verdict, kept for now.
+    pub undecided: usize,
+}
+
 /// Judges every live session again against `snapshot` (after a reload): the
 /// request it was admitted for must still match the same route, and its
 /// token must pass [`admit`] as it stands now. Sessions that fail end with
-/// 4403 `access revoked by policy`. Returns how many were closed.
+/// 4403 `access revoked by policy`.
 ///
-/// A token whose issuer has no keys yet (a remote set still being fetched)
-/// gets no verdict and keeps its session; the log says how many.
-pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
+/// A token whose issuer has no keys yet (a remote set still being fetched
+/// from a new source) gets no verdict and keeps its session until the keys
+/// arrive ([`recheck_when_keys_arrive`]).
+pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> Rechecked {
     let mut refused = Vec::new();
     let mut undecided = 0;
     for s in gw.registry.all() {
@@ -343,10 +353,49 @@ pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
     if undecided > 0 {
         tracing::warn!(
             sessions = undecided,
-            "sessions kept without a re-check: their issuers have no keys yet"
+            "sessions kept without a verdict until their issuers have keys"
         );
     }
-    closed
+    Rechecked { closed, undecided }
+}
+
+/// How often undecided sessions look for their issuers' keys.
+const UNDECIDED_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Judges the sessions a re-check left undecided once keys arrive for an
+/// issuer that had none, while `snapshot` stays in force (a later reload
+/// re-checks everything itself). A key source that never answers keeps
+/// them undecided, as a new handshake for that issuer is refused: the
+/// token was valid by the keys it was admitted with, and nothing says
+/// otherwise yet.
+pub fn recheck_when_keys_arrive(gw: &Arc<Gateway>, snapshot: Arc<Snapshot>) {
+    let gw = Arc::clone(gw);
+    tokio::spawn(async move {
+        let mut without = snapshot.auth.issuers_without_keys();
+        loop {
+            tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(UNDECIDED_POLL) => {}
+            }
+            if !Arc::ptr_eq(&gw.snapshot.load_full(), &snapshot) {
+                return;
+            }
+            let now_without = snapshot.auth.issuers_without_keys();
+            if now_without == without {
+                continue;
+            }
+            without = now_without;
+            let r = recheck(&gw, &snapshot).await;
+            tracing::info!(
+                closed = r.closed,
+                undecided = r.undecided,
+                "sessions judged once their issuers' keys arrived"
+            );
+            if r.undecided == 0 {
+                return;
+            }
+        }
+    });
 }
 
 async fn judge_again(gw: &Gateway, snapshot: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
