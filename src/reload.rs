@@ -75,8 +75,12 @@ async fn apply(gw: &Arc<Gateway>) -> Result<String, ReloadError> {
     }
     let snapshot = Arc::new(built.snapshot);
     gw.snapshot.store(Arc::clone(&snapshot));
-    let closed = admit::recheck(gw, &snapshot).await;
+    let rechecked = admit::recheck(gw, &snapshot).await;
+    if rechecked.undecided > 0 {
+        admit::recheck_when_keys_arrive(gw, Arc::clone(&snapshot));
+    }
     Ok(format!(
-        "{summary}; {closed} session(s) closed by the new policy"
+        "{summary}; {} session(s) closed by the new policy",
+        rechecked.closed
     ))
 }

@@ -68,6 +68,14 @@ pub struct Route {
 }
 
 impl Route {
+    /// Where the token is in the first message, when the route reads one.
+    pub fn first_message(&self) -> Option<&crate::config::FirstMessage> {
+        self.token_sources.iter().find_map(|s| match s {
+            TokenSource::FirstMessage(spec) => Some(spec),
+            _ => None,
+        })
+    }
+
     fn build(
         index: usize,
         cfg: &RouteConfig,

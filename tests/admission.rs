@@ -9,11 +9,14 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use serde_json::json;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A second shared secret, for rotations.
@@ -422,4 +425,282 @@ async fn a_first_message_refusal_closes_tcp_within_a_second() {
         );
     }
     assert_eq!(up.count(), 0, "a refused client never reaches the upstream");
+}
+
+/// A `jwks_url` key server whose answers after the first can be held back:
+/// a handshake or refresh naming a kid it has not served yet waits on the
+/// refetch, and so on the test, while a reload comes in.
+struct HeldJwks {
+    url: String,
+    /// Requests seen so far.
+    requests: Arc<AtomicUsize>,
+    /// Closed until released: held requests wait for a permit.
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl HeldJwks {
+    /// Serves `first` at once, then `later` once [`Self::release`] is called.
+    async fn start(first: Vec<u8>, later: Vec<u8>) -> HeldJwks {
+        Self::holding_from(1, first, later).await
+    }
+
+    /// Serves `body` only once [`Self::release`] is called.
+    async fn holding(body: Vec<u8>) -> HeldJwks {
+        Self::holding_from(0, Vec::new(), body).await
+    }
+
+    /// Answers the first `hold_from` requests with `first` at once and the
+    /// rest with `later` once released.
+    async fn holding_from(hold_from: usize, first: Vec<u8>, later: Vec<u8>) -> HeldJwks {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let (seen, gate) = (Arc::clone(&requests), Arc::clone(&release));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let held = n >= hold_from;
+                let body = if held { later.clone() } else { first.clone() };
+                let gate = Arc::clone(&gate);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = conn.read(&mut head).await;
+                    if held {
+                        let _permit = gate.acquire().await;
+                    }
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        HeldJwks {
+            url,
+            requests,
+            release,
+        }
+    }
+
+    /// Waits until `n` requests have arrived.
+    async fn wait_requests(&self, n: usize) {
+        assert!(
+            eventually(WAIT, || self.requests.load(Ordering::SeqCst) >= n).await,
+            "the gateway never asked for the key set again"
+        );
+    }
+
+    fn release(&self) {
+        self.release
+            .add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);
+    }
+}
+
+/// An ES256 issuer reading its keys from `url`, refetching an unknown kid
+/// after 100 ms.
+fn remote_issuer(url: &str) -> String {
+    format!(
+        "  - id: test\n    issuer: \"{ISS}\"\n    audiences: [\"{AUD}\"]\n    algorithms: [ES256]\n    keys:\n      jwks_url: {url}\n    refetch_interval: 100ms\n    leeway: 1s\n"
+    )
+}
+
+/// The two keys of the held-fetch tests: `k1` is served from the start,
+/// `k2` only by the refetch the test holds back.
+fn held_keys() -> (rcgen::KeyPair, rcgen::KeyPair) {
+    (
+        rcgen::KeyPair::generate().expect("key"),
+        rcgen::KeyPair::generate().expect("key"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_judged_before_a_reload_is_judged_again_after_it() {
+    let up = EchoUpstream::start().await;
+    let (k1, k2) = held_keys();
+    let idp = HeldJwks::start(jwks(&[("k1", &k1)]), jwks(&[("k1", &k1), ("k2", &k2)])).await;
+    let issuers = remote_issuer(&idp.url);
+    let gw = Gateway::start(&config(&issuers, &echo_route(&up.url(), "")));
+    idp.wait_requests(1).await;
+    // The next fetch may start once `refetch_interval` has passed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = mint_kid(&k2, "k2", &claims("alice", json!({"roles": ["chat"]})));
+    let addr = gw.ws_url("/echo");
+    let handshake = tokio::spawn(async move {
+        let auth = format!("Bearer {token}");
+        status_of(ws_connect(&addr, &[("authorization", &auth)]).await)
+    });
+    // The handshake now waits for k2; a reload tightens the route meanwhile.
+    idp.wait_requests(2).await;
+    admin_reload(
+        &gw,
+        &config(
+            &issuers,
+            &echo_route(
+                &up.url(),
+                "    require:\n      - claim: roles\n        any_of: [admin]\n",
+            ),
+        ),
+    )
+    .await;
+    idp.release();
+    let status = tokio::time::timeout(WAIT, handshake)
+        .await
+        .expect("handshake answered")
+        .expect("handshake task");
+    assert_eq!(status, 403, "admitted by the rules of the old config");
+    assert!(up.conns().is_empty(), "the upstream was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_judged_before_a_reload_is_judged_again_after_it() {
+    let up = EchoUpstream::start().await;
+    let (k1, k2) = held_keys();
+    let idp = HeldJwks::start(jwks(&[("k1", &k1)]), jwks(&[("k1", &k1), ("k2", &k2)])).await;
+    let issuers = remote_issuer(&idp.url);
+    let gw = Gateway::start(&config(&issuers, &refresh_route(&up.url(), "")));
+    idp.wait_requests(1).await;
+    let mut ws = gw
+        .session(
+            "/echo",
+            &mint_kid(&k1, "k1", &claims("alice", json!({"plan": "pro"}))),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new token passes the rules in force when it is judged, not those
+    // of the reload that comes in while its key is fetched.
+    let next = mint_kid(
+        &k2,
+        "k2",
+        &claims("alice", json!({"plan": "free", "exp": now() + 900})),
+    );
+    let msg = json!({"type": "wsgate.refresh", "token": next}).to_string();
+    ws.send(Message::text(msg)).await.expect("send refresh");
+    idp.wait_requests(2).await;
+    let answered = admin_reload(
+        &gw,
+        &config(
+            &issuers,
+            &refresh_route(
+                &up.url(),
+                "    require:\n      - claim: plan\n        equals: pro\n",
+            ),
+        ),
+    )
+    .await;
+    idp.release();
+    let answer: serde_json::Value =
+        serde_json::from_str(&next_text(&mut ws).await).expect("json answer");
+    assert_eq!(answer["type"], "wsgate.refresh_failed", "{answer}");
+    assert_revoked_by_policy(&mut ws, answered, "refresh overtaken by a reload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_is_judged_by_the_config_in_force_when_it_arrives() {
+    let up = EchoUpstream::start().await;
+    let fm_route = |extra: &str| {
+        echo_route(
+            &up.url(),
+            &format!("    token_sources: [first_message]\n{extra}"),
+        )
+    };
+    let base = config(&secret_issuer(SECRET), &fm_route(""));
+    // (case, the config a reload brings in while the client holds its 101,
+    // the close it then gets for a token the old config accepted)
+    let cases = [
+        (
+            "HS secret rotated",
+            config(&secret_issuer(OTHER_SECRET), &fm_route("")),
+            4401,
+            "invalid signature",
+        ),
+        (
+            "require tightened",
+            config(
+                &secret_issuer(SECRET),
+                &fm_route("    require:\n      - claim: roles\n        any_of: [admin]\n"),
+            ),
+            4403,
+            "forbidden",
+        ),
+        (
+            "route removed",
+            config(
+                &secret_issuer(SECRET),
+                &format!(
+                    "  - id: other\n    path: /other\n    upstream: {}\n",
+                    up.url()
+                ),
+            ),
+            4403,
+            "access revoked by policy",
+        ),
+        (
+            "route no longer reads a first message",
+            config(&secret_issuer(SECRET), &echo_route(&up.url(), "")),
+            4403,
+            "access revoked by policy",
+        ),
+    ];
+    for (case, next, code, reason) in cases {
+        let gw = Gateway::start(&base);
+        let (mut ws, _) = ws_connect(&gw.ws_url("/echo"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{case}: 101 expected: {}", describe(&e)));
+        admin_reload(&gw, &next).await;
+        let first = json!({"token": token("alice", json!({"roles": ["chat"]}))}).to_string();
+        ws.send(Message::text(first))
+            .await
+            .expect("send first message");
+        assert_eq!(
+            expect_close(&mut ws).await,
+            (code, reason.to_owned()),
+            "{case}"
+        );
+    }
+    assert!(up.conns().is_empty(), "the upstream was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_a_reload_cannot_judge_yet_are_judged_when_the_keys_arrive() {
+    let up = EchoUpstream::start().await;
+    let (k1, k2) = held_keys();
+    let old_idp = HeldJwks::start(jwks(&[("k1", &k1)]), Vec::new()).await;
+    let gw = Gateway::start(&config(
+        &remote_issuer(&old_idp.url),
+        &echo_route(&up.url(), ""),
+    ));
+    let mut ws = gw
+        .session("/echo", &mint_kid(&k1, "k1", &claims("alice", json!({}))))
+        .await;
+    // (the new key source's set, whether it still holds the session's key)
+    for (keys, kept) in [
+        (jwks(&[("k1", &k1), ("k2", &k2)]), true),
+        (jwks(&[("k2", &k2)]), false),
+    ] {
+        let new_idp = HeldJwks::holding(keys).await;
+        // The new source does not answer yet: no verdict, the session stays.
+        admin_reload(
+            &gw,
+            &config(&remote_issuer(&new_idp.url), &echo_route(&up.url(), "")),
+        )
+        .await;
+        roundtrip(&mut ws, "no verdict before the keys arrive").await;
+        new_idp.release();
+        if kept {
+            assert!(
+                gw.wait_for_log("sessions judged once their issuers' keys arrived", WAIT)
+                    .await,
+                "never judged"
+            );
+            roundtrip(&mut ws, "k1 is in the new set").await;
+        } else {
+            let close = expect_close_within(&mut ws, WAIT).await;
+            assert_eq!(close, (4403, "access revoked by policy".to_owned()));
+        }
+    }
 }

@@ -172,6 +172,8 @@ fn round_trips(value: &serde_json::Value) -> bool {
 
 /// What a session is registered with.
 pub struct Registration<'a> {
+    /// The snapshot its admission was judged against.
+    pub judged: &'a Snapshot,
     pub route: &'a Route,
     pub params: &'a Params,
     pub admitted: Admitted,
@@ -243,7 +245,48 @@ pub async fn register(gw: &Arc<Gateway>, r: Registration<'_>) -> Result<SessionG
     if token.is_some_and(|t| gw.revocations().is_revoked(&t)) {
         return Err(Reject::Revoked);
     }
+    // Likewise a reload: its re-check did not see this session either.
+    confirm(gw, r.judged, guard.handle()).await?;
     Ok(guard)
+}
+
+/// Judges a live session again when a reload has put another snapshot in
+/// force since its token was judged against `judged`: admission can wait
+/// (a key fetch, Redis), and a reload's re-check only sees the sessions
+/// registered by then. Called once the session is visible in the registry,
+/// so any later reload finds it; one look suffices. As in [`recheck`], a
+/// token whose issuer has no keys yet gets no verdict.
+pub async fn confirm(gw: &Gateway, judged: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
+    let current = gw.snapshot.load_full();
+    if std::ptr::eq(&*current, judged) {
+        return Ok(());
+    }
+    match judge_again(gw, &current, s).await {
+        Ok(()) | Err(Reject::InvalidToken(crate::auth::AuthError::NoKeys)) => Ok(()),
+        Err(reject) => {
+            tracing::info!(session = s.id, route = %s.route, reason = %reject, "admission overtaken by a reload");
+            Err(reject)
+        }
+    }
+}
+
+/// The route `snapshot` gives the request a session was admitted for, and
+/// its path parameters. It must be the route of the admission (`id`):
+/// another route's rules were never applied to it.
+pub fn same_route<'s>(
+    snapshot: &'s Snapshot,
+    admitted: &Admitted,
+    id: &str,
+) -> Result<(&'s Arc<Route>, Params), Reject> {
+    let path = parse_request_path(&admitted.path).map_err(|_| Reject::NotFound)?;
+    let matched = snapshot
+        .routes
+        .find(admitted.host.as_deref(), &path)
+        .ok_or(Reject::NotFound)?;
+    if &*matched.route.id != id {
+        return Err(Reject::NotFound);
+    }
+    Ok((matched.route, matched.params))
 }
 
 /// A cluster-wide per-subject place, held by the session. When Redis cannot
@@ -275,14 +318,24 @@ async fn cluster_place(
     }
 }
 
+/// What a re-check of the live sessions did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rechecked {
+    /// Sessions ended with 4403 `access revoked by policy`.
+    pub closed: usize,
+    /// Sessions whose issuer had no keys yet: no verdict, kept for now.
+    pub undecided: usize,
+}
+
 /// Judges every live session again against `snapshot` (after a reload): the
 /// request it was admitted for must still match the same route, and its
 /// token must pass [`admit`] as it stands now. Sessions that fail end with
-/// 4403 `access revoked by policy`. Returns how many were closed.
+/// 4403 `access revoked by policy`.
 ///
-/// A token whose issuer has no keys yet (a remote set still being fetched)
-/// gets no verdict and keeps its session; the log says how many.
-pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
+/// A token whose issuer has no keys yet (a remote set still being fetched
+/// from a new source) gets no verdict and keeps its session until the keys
+/// arrive ([`recheck_when_keys_arrive`]).
+pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> Rechecked {
     let mut refused = Vec::new();
     let mut undecided = 0;
     for s in gw.registry.all() {
@@ -300,33 +353,62 @@ pub async fn recheck(gw: &Gateway, snapshot: &Snapshot) -> usize {
     if undecided > 0 {
         tracing::warn!(
             sessions = undecided,
-            "sessions kept without a re-check: their issuers have no keys yet"
+            "sessions kept without a verdict until their issuers have keys"
         );
     }
-    closed
+    Rechecked { closed, undecided }
+}
+
+/// How often undecided sessions look for their issuers' keys.
+const UNDECIDED_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Judges the sessions a re-check left undecided once keys arrive for an
+/// issuer that had none, while `snapshot` stays in force (a later reload
+/// re-checks everything itself). A key source that never answers keeps
+/// them undecided, as a new handshake for that issuer is refused: the
+/// token was valid by the keys it was admitted with, and nothing says
+/// otherwise yet.
+pub fn recheck_when_keys_arrive(gw: &Arc<Gateway>, snapshot: Arc<Snapshot>) {
+    let gw = Arc::clone(gw);
+    tokio::spawn(async move {
+        let mut without = snapshot.auth.issuers_without_keys();
+        loop {
+            tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(UNDECIDED_POLL) => {}
+            }
+            if !Arc::ptr_eq(&gw.snapshot.load_full(), &snapshot) {
+                return;
+            }
+            let now_without = snapshot.auth.issuers_without_keys();
+            if now_without == without {
+                continue;
+            }
+            without = now_without;
+            let r = recheck(&gw, &snapshot).await;
+            tracing::info!(
+                closed = r.closed,
+                undecided = r.undecided,
+                "sessions judged once their issuers' keys arrived"
+            );
+            if r.undecided == 0 {
+                return;
+            }
+        }
+    });
 }
 
 async fn judge_again(gw: &Gateway, snapshot: &Snapshot, s: &SessionHandle) -> Result<(), Reject> {
-    let a = &s.admitted;
-    let path = parse_request_path(&a.path).map_err(|_| Reject::NotFound)?;
-    let matched = snapshot
-        .routes
-        .find(a.host.as_deref(), &path)
-        .ok_or(Reject::NotFound)?;
-    if matched.route.id != s.route {
-        // Another route (or none) would take this request now: its rules
-        // were never applied to this session.
-        return Err(Reject::NotFound);
-    }
+    let (route, params) = same_route(snapshot, &s.admitted, &s.route)?;
     let token = s.token();
     let credential = match token.as_deref() {
         Some(t) => Credential::Held(t),
         None => Credential::Absent,
     };
     let attempt = Attempt {
-        route: matched.route,
-        params: &matched.params,
-        origins: &a.origins,
+        route,
+        params: &params,
+        origins: &s.admitted.origins,
         credential,
     };
     admit(gw, snapshot, attempt).await.map(|_| ())

@@ -1,8 +1,9 @@
 //! The `first_message` token source: the client gets its 101 before it has
 //! authenticated, then has `auth_timeout` to send `{"token": ...}` (or
 //! `{"jwt": ...}`) as its first text frame. That token goes through the same
-//! [`admit`](super::admit::admit) as a handshake's; only then is the
-//! upstream contacted. Refusals are close frames (the HTTP exchange is
+//! [`admit`](super::admit::admit) as a handshake's, against the config in
+//! force when the message arrives (a reload may have come since the 101);
+//! only then is the upstream contacted. Refusals are close frames (the HTTP exchange is
 //! over), with the codes of [`Reject::close_code`].
 
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use super::admit::{self, Admission, Attempt, Credential, Registration};
 use super::{forward, refresh, switching_protocols, Body, ConnInfo, Ctx, Detail, Reject};
 use crate::auth::sources;
 use crate::auth::VerifiedToken;
-use crate::config::FirstMessage;
 use crate::gateway::Gateway;
 use crate::io::prefixed::Prefixed;
 use crate::proxy::client_io::{close_client, read_text_message, ClientIoError};
@@ -30,15 +30,14 @@ use crate::snapshot::{Route, Snapshot};
 
 /// A handshake whose token is still to come.
 pub(super) struct Pending {
+    /// The route of the 101; the message is judged by the route the config
+    /// in force then gives the same request.
     pub route: Arc<Route>,
-    pub params: Params,
     pub admitted: Admitted,
     pub parts: Parts,
     /// The client's offer without a `bearer, <jwt>` pair: what the upstream
     /// is offered.
     pub app_protocols: Vec<String>,
-    /// Where the token is in the message, and whether the message goes on.
-    pub spec: FirstMessage,
     /// The session slot taken before the 101, held while waiting.
     pub slot: Option<Slot>,
 }
@@ -62,7 +61,7 @@ pub(super) fn start(
         return Reject::BadUpgrade("connection cannot be upgraded").response();
     };
     let gw2 = Arc::clone(gw);
-    let snapshot = Arc::clone(snapshot);
+    let auth_timeout = snapshot.config.limits.auth_timeout;
     let conn = conn.clone();
     gw.sessions.spawn(async move {
         let started = Instant::now();
@@ -80,16 +79,15 @@ pub(super) fn start(
             host: pending.admitted.host.clone(),
             ..Detail::default()
         };
-        let auth_timeout = snapshot.config.limits.auth_timeout;
         let outcome = tokio::select! {
-            r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &snapshot, &pending, &mut client)) => match r {
+            r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &pending, &mut client)) => match r {
                 Ok(r) => r,
                 Err(_) => Err(Reject::AuthTimeout),
             },
             _ = gw2.drain.closing() => Err(Reject::ShuttingDown),
         };
         drop(waiting);
-        let (mut admission, mut leftover) = match outcome {
+        let (mut authenticated, mut leftover) = match outcome {
             Ok(a) => a,
             Err(reject) => {
                 super::record(&gw2, &route.id, &conn, None, Err(&reject), started, &detail);
@@ -100,19 +98,23 @@ pub(super) fn start(
         // Frames the client sent right behind its auth message go to the
         // relay; with `forward`, the message itself first (as a client frame:
         // masked, as the upstream expects).
-        if let Some(text) = admission.forward.take() {
+        if let Some(text) = authenticated.forward.take() {
             let mut framed = frame::encode(OP_TEXT, text.as_bytes(), Some(rand::random())).to_vec();
             framed.extend_from_slice(&leftover);
             leftover = framed;
         }
         let mut client = Prefixed::new(leftover, client);
-        match connect(&gw2, &conn, pending, admission.admission).await {
-            Ok((guard, connected, token)) => {
+        match connect(&gw2, &conn, pending, authenticated).await {
+            Ok(Session {
+                guard,
+                mut connected,
+                route,
+                token,
+            }) => {
                 detail.session = Some(guard.handle().id);
                 detail.upstream = Some(connected.url.to_string());
                 super::record(&gw2, &route.id, &conn, token.as_deref(), Ok(()), started, &detail);
                 let interceptor = refresh::interceptor(&gw2, &route, guard.handle());
-                let mut connected = connected;
                 let metrics = gw2.metrics.for_session(&route.id);
                 crate::proxy::task::run(&gw2, &route, &guard, &metrics, &mut client, &mut connected, interceptor).await;
                 drop(connected);
@@ -128,28 +130,38 @@ pub(super) fn start(
     switching_protocols(&accept_key, protocol.as_deref(), None)
 }
 
-type Connected = (
-    crate::session::SessionGuard,
-    crate::upstream::Connected,
-    Option<Arc<VerifiedToken>>,
-);
+/// An admitted session with its upstream connected.
+struct Session {
+    guard: crate::session::SessionGuard,
+    connected: crate::upstream::Connected,
+    /// The route as the config in force when the message arrived has it.
+    route: Arc<Route>,
+    token: Option<Arc<VerifiedToken>>,
+}
 
 /// Registers the admitted session and connects its upstream.
 async fn connect(
     gw: &Arc<Gateway>,
     conn: &ConnInfo,
     mut pending: Pending,
-    admission: Admission,
-) -> Result<Connected, (Reject, Option<Arc<VerifiedToken>>)> {
+    authenticated: Authenticated,
+) -> Result<Session, (Reject, Option<Arc<VerifiedToken>>)> {
+    let Authenticated {
+        admission,
+        snapshot,
+        route,
+        params,
+        ..
+    } = authenticated;
     let token = admission.token.clone();
-    let route = Arc::clone(&pending.route);
     let fail = |r| (r, token.clone());
     let authority = pending.admitted.host.clone();
     let guard = admit::register(
         gw,
         Registration {
+            judged: &snapshot,
             route: &route,
-            params: &pending.params,
+            params: &params,
             admitted: pending.admitted,
             token: admission.token,
             remote: conn.remote,
@@ -161,7 +173,7 @@ async fn connect(
     let req = forward::upstream_request(
         forward::Forward {
             route: &route,
-            params: &pending.params,
+            params: &params,
             conn,
             authority: authority.as_deref(),
             found: None,
@@ -181,19 +193,27 @@ async fn connect(
             .map(crate::upstream::UpstreamError::kind),
     );
     let connected = connected.map_err(|e| fail(Reject::Upstream(e)))?;
-    Ok((guard, connected, token))
+    Ok(Session {
+        guard,
+        connected,
+        route,
+        token,
+    })
 }
 
-/// An admitted first message.
+/// An admitted first message, judged against the config in force when it
+/// arrived (a reload may have come since the 101).
 struct Authenticated {
     admission: Admission,
+    snapshot: Arc<Snapshot>,
+    route: Arc<Route>,
+    params: Params,
     /// The message itself, when the route forwards it.
     forward: Option<String>,
 }
 
 async fn authenticate<S>(
     gw: &Gateway,
-    snapshot: &Snapshot,
     pending: &Pending,
     client: &mut S,
 ) -> Result<(Authenticated, Vec<u8>), Reject>
@@ -203,17 +223,35 @@ where
     let (text, leftover) = read_text_message(client)
         .await
         .map_err(|e| Reject::BadAuthMessage(message_error_text(&e)))?;
-    let token = sources::parse_first_message(&text, &pending.spec)
+    let snapshot = gw.snapshot.load_full();
+    // A reload since the 101 may have removed the route, given the request
+    // to another one, or stopped it reading a first message: as for a live
+    // session, access is revoked by the new policy.
+    const REVOKED: Reject = Reject::Forbidden("access revoked by policy");
+    let (route, params) =
+        admit::same_route(&snapshot, &pending.admitted, &pending.route.id).map_err(|_| REVOKED)?;
+    let route = Arc::clone(route);
+    let spec = route.first_message().ok_or(REVOKED)?;
+    let token = sources::parse_first_message(&text, spec)
         .ok_or(Reject::BadAuthMessage("malformed authentication message"))?;
+    let forward = spec.forward.then_some(text);
     let attempt = Attempt {
-        route: &pending.route,
-        params: &pending.params,
+        route: &route,
+        params: &params,
         origins: &pending.admitted.origins,
         credential: Credential::Presented(&token),
     };
-    let admission = admit::admit(gw, snapshot, attempt).await?;
-    let forward = pending.spec.forward.then_some(text);
-    Ok((Authenticated { admission, forward }, leftover))
+    let admission = admit::admit(gw, &snapshot, attempt).await?;
+    Ok((
+        Authenticated {
+            admission,
+            snapshot,
+            route,
+            params,
+            forward,
+        },
+        leftover,
+    ))
 }
 
 fn message_error_text(e: &ClientIoError) -> &'static str {

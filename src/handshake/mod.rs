@@ -247,11 +247,8 @@ async fn accept(
         AuthMode::Required => sources::extract(&route.token_sources, &parts),
         AuthMode::None => None,
     };
-    let first_message = route.token_sources.iter().find_map(|s| match s {
-        TokenSource::FirstMessage(spec) => Some(spec.clone()),
-        _ => None,
-    });
-    if let (None, AuthMode::Required, Some(spec)) = (&found, route.cfg.auth, first_message) {
+    let reads_first_message = route.first_message().is_some();
+    if found.is_none() && route.cfg.auth == AuthMode::Required && reads_first_message {
         // A foreign page is refused while it can still be told with a status.
         if let Err(r) = admit::check_origins(&route, &admitted.origins) {
             return Err((r, on_upgrade));
@@ -265,11 +262,9 @@ async fn accept(
         };
         let pending = first_message::Pending {
             route,
-            params,
             admitted,
             parts,
             app_protocols,
-            spec,
             slot: Some(slot),
         };
         return Ok(first_message::start(
@@ -299,6 +294,7 @@ async fn accept(
     let guard = admit::register(
         gw,
         Registration {
+            judged: snapshot,
             route: &route,
             params: &params,
             admitted,

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::admit::{admit, Attempt, Credential};
+use super::admit::{admit, confirm, Attempt, Credential};
 use crate::gateway::Gateway;
 use crate::proxy::relay::Interceptor;
-use crate::session::SessionHandle;
+use crate::session::{CloseReason, SessionHandle};
 use crate::snapshot::Route;
 
 /// The refresh interceptor of a session, when its route accepts refreshes.
@@ -83,6 +83,12 @@ impl Refresher {
         }
         let exp = verified.exp;
         self.gw.registry.refresh(&self.session, verified);
+        // A reload that came in while this token was being judged re-checked
+        // the session with its old token.
+        if confirm(&self.gw, &snapshot, &self.session).await.is_err() {
+            self.session.close(CloseReason::Policy);
+            return Err("access revoked by policy");
+        }
         Ok(exp)
     }
 }
