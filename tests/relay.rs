@@ -467,3 +467,56 @@ async fn a_client_that_only_pings_is_not_idle() {
     // Then silence: the idle timeout applies.
     assert_eq!(ws.expect_close().await.0, 1001);
 }
+
+/// Whether the kernel's keepalive timer (`tr` = 2) runs on the established
+/// loopback TCP socket whose remote port is `remote` (and local port
+/// `local`, when given), from `/proc/net/tcp`. The kernel arms it on an
+/// idle socket only when `SO_KEEPALIVE` is on; without, `tr` is 0.
+fn keepalive_armed(local: Option<u16>, remote: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table.lines().skip(1).any(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        f.len() > 5
+            && f[3] == "01"
+            && local.is_none_or(|l| port(f[1]) == Some(l))
+            && port(f[2]) == Some(remote)
+            && f[5].starts_with("02:")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_legs_of_a_session_have_tcp_keepalive() {
+    let up = EchoUpstream::start().await;
+    let gw = Gateway::start(&config(&up.url(), "", ""));
+    let ws = gw.session("/echo", &token("alice", json!({}))).await;
+    let client_port = ws.get_ref().local_addr().expect("client address").port();
+    let up_port: u16 = up
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("upstream port");
+    // The client leg: the gateway's accepted socket.
+    assert!(
+        eventually(WAIT, || keepalive_armed(
+            Some(gw.addr().port()),
+            client_port
+        ))
+        .await,
+        "no keepalive on the client leg"
+    );
+    // The upstream leg: the gateway's socket to the upstream's port (only
+    // the gateway's side has that remote port).
+    assert!(
+        eventually(WAIT, || keepalive_armed(None, up_port)).await,
+        "no keepalive on the upstream leg"
+    );
+    // The probe tells them apart: the test client's own socket has none.
+    assert!(!keepalive_armed(Some(client_port), gw.addr().port()));
+    drop(ws);
+}
