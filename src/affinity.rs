@@ -38,7 +38,9 @@ pub fn affinity(
             .filter(|v| !v.is_empty())
             .map(|v| fnv1a(v.as_bytes())),
         HashKey::Claim(path) => token
-            .and_then(|t| lookup_claim(&t.claims, path))
+            .map(|t| t.claims.parse())
+            .as_ref()
+            .and_then(|claims| lookup_claim(claims, path))
             .and_then(|v| match v {
                 serde_json::Value::String(s) => Some(fnv1a(s.as_bytes())),
                 serde_json::Value::Number(n) => Some(fnv1a(n.to_string().as_bytes())),

@@ -50,7 +50,7 @@ pub struct VerifiedToken {
     pub jti: Option<String>,
     pub iat: Option<i64>,
     pub exp: Option<i64>,
-    pub claims: Value,
+    pub claims: claims::Claims,
     /// The algorithm and the key that checked the signature: enough to
     /// judge the token again against another key set without its text.
     pub alg: jsonwebtoken::Algorithm,
@@ -433,7 +433,7 @@ impl Authenticator {
             if is_allowed(allowed, &hit.token.issuer_id) {
                 let policy = &self.issuers[hit.issuer].policy;
                 // A hit proves the signature, never the time: judge the claims again.
-                return match policy.rules.check(&hit.token.claims, now) {
+                return match policy.rules.check(&hit.token.claims.parse(), now) {
                     Ok(()) => Ok(hit.token),
                     Err(e) => {
                         self.cache.remove(&digest);
@@ -504,7 +504,7 @@ impl Authenticator {
                     None => Err(AuthError::NoKeys),
                     Some(set) => match set.by_fingerprint(&token.key) {
                         Some(k) if k.accepts(token.alg) => {
-                            entry.policy.rules.check(&token.claims, now)
+                            entry.policy.rules.check(&token.claims.parse(), now)
                         }
                         _ => Err(AuthError::BadSignature),
                     },
@@ -638,6 +638,6 @@ fn build(
         key,
         leeway: policy.leeway,
         fingerprint,
-        claims,
+        claims: claims::Claims::new(&claims),
     }
 }

@@ -67,8 +67,9 @@ pub async fn admit(
 ) -> Result<Admission, Reject> {
     let route = attempt.route;
     check_origins(route, attempt.origins)?;
-    let token = match route.cfg.auth {
-        AuthMode::None => None,
+    // The claims are parsed once, for the rules and the identity headers.
+    let (token, claims) = match route.cfg.auth {
+        AuthMode::None => (None, serde_json::Value::Null),
         AuthMode::Required => {
             let allowed = route.cfg.issuers.as_deref();
             let token = match attempt.credential {
@@ -80,14 +81,15 @@ pub async fn admit(
             if gw.revocations().is_revoked(&token) {
                 return Err(Reject::Revoked);
             }
-            if let Err(failure) = route.rules.check(&token.claims, attempt.params) {
+            let claims = token.claims.parse();
+            if let Err(failure) = route.rules.check(&claims, attempt.params) {
                 tracing::debug!(route = %route.id, rule = failure.index, claim = %failure.claim, "rule failed");
                 return Err(Reject::Forbidden("forbidden"));
             }
-            Some(token)
+            (Some(token), claims)
         }
     };
-    let headers = forward_headers(route, token.as_deref(), attempt.params)?;
+    let headers = forward_headers(route, &claims, attempt.params)?;
     Ok(Admission { token, headers })
 }
 
@@ -125,11 +127,9 @@ const UNFORWARDABLE: Reject = Reject::Forbidden("claim cannot be forwarded as a 
 /// admission.
 fn forward_headers(
     route: &Route,
-    token: Option<&VerifiedToken>,
+    claims: &serde_json::Value,
     params: &Params,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Reject> {
-    let empty = serde_json::Value::Null;
-    let claims = token.map_or(&empty, |t| &t.claims);
     route
         .forward_headers
         .iter()

@@ -74,7 +74,7 @@ impl Revocation {
                     && issued_before()
             }
             Selector::Claim { claim, value } => {
-                claim_matches(&t.claims, claim, value) && issued_before()
+                issued_before() && claim_matches(&t.claims.parse(), claim, value)
             }
         }
     }

@@ -66,7 +66,7 @@ fn token(exp: i64) -> crate::auth::VerifiedToken {
         jti: None,
         iat: None,
         exp: Some(exp),
-        claims: serde_json::Value::Null,
+        claims: crate::auth::claims::Claims::new(&serde_json::Value::Null),
         alg: jsonwebtoken::Algorithm::HS256,
         key: [0; 16],
         leeway: Duration::ZERO,
