@@ -79,8 +79,12 @@ pub(super) fn start(
             host: pending.admitted.host.clone(),
             ..Detail::default()
         };
+        // The steps before the session (reading the message, admission, the
+        // upstream connection, a refusal's close) run boxed: their futures
+        // are several KiB, and inline they would stay in this task's state
+        // for the whole session.
         let outcome = tokio::select! {
-            r = tokio::time::timeout(auth_timeout, authenticate(&gw2, &pending, &mut client)) => match r {
+            r = tokio::time::timeout(auth_timeout, Box::pin(authenticate(&gw2, &pending, &mut client))) => match r {
                 Ok(r) => r,
                 Err(_) => Err(Reject::AuthTimeout),
             },
@@ -91,7 +95,7 @@ pub(super) fn start(
             Ok(a) => a,
             Err(reject) => {
                 super::record(&gw2, &route.id, &conn, None, Err(&reject), started, &detail);
-                close_client(&mut client, reject.close_code(), reject.description()).await;
+                Box::pin(close_client(&mut client, reject.close_code(), reject.description())).await;
                 return;
             }
         };
@@ -104,7 +108,7 @@ pub(super) fn start(
             leftover = framed;
         }
         let mut client = Prefixed::new(leftover, client);
-        match connect(&gw2, &conn, pending, authenticated).await {
+        match Box::pin(connect(&gw2, &conn, pending, authenticated)).await {
             Ok(Session {
                 guard,
                 mut connected,
@@ -123,7 +127,7 @@ pub(super) fn start(
             }
             Err((reject, token)) => {
                 super::record(&gw2, &route.id, &conn, token.as_deref(), Err(&reject), started, &detail);
-                close_client(&mut client, reject.close_code(), reject.description()).await;
+                Box::pin(close_client(&mut client, reject.close_code(), reject.description())).await;
             }
         }
     });

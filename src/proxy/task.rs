@@ -29,6 +29,9 @@ pub fn spawn(
     let gw2 = Arc::clone(gw);
     // Counted before hyper answers 101, not once the upgrade completes.
     let metrics = gw.metrics.for_session(&route.id);
+    // Mutable here, not rebound inside the task: a rebinding would keep a
+    // second copy in the task's state for the session's whole life.
+    let mut connected = connected;
     gw.sessions.spawn(async move {
         let mut client = match on_upgrade.await {
             Ok(upgraded) => TokioIo::new(upgraded),
@@ -37,7 +40,6 @@ pub fn spawn(
                 return;
             }
         };
-        let mut connected = connected;
         run(
             &gw2,
             &route,
