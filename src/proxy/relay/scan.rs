@@ -44,7 +44,9 @@ pub(super) struct Dir {
     pub(super) passing: bool,
     pub(super) in_message: bool,
     pub(super) message_len: u64,
-    pub(super) held: Option<Held>,
+    /// Boxed, as `assembly`: rarely set, and every session holds two
+    /// directions for its whole life.
+    pub(super) held: Option<Box<Held>>,
     /// Bytes waiting for the writer, from `out_pos`.
     pub(super) out: Vec<u8>,
     pub(super) out_pos: usize,
@@ -55,7 +57,7 @@ pub(super) struct Dir {
     pub(super) inject_msg: Vec<u8>,
     /// A fragmented client text message that may be for the interceptor,
     /// held until its last fragment (bounded by `MAX_INTERCEPTED`).
-    pub(super) assembly: Option<Assembly>,
+    pub(super) assembly: Option<Box<Assembly>>,
     /// Input left after an intercepted frame, scanned before reading again.
     pub(super) backlog: Vec<u8>,
     /// The reading side's close frame, once seen.
@@ -336,12 +338,12 @@ impl Dir {
             let mut bytes = Vec::with_capacity(header.len + header.payload_len as usize);
             bytes.extend_from_slice(&head[..have]);
             bytes.extend_from_slice(&input[pos..pos + in_input]);
-            self.held = Some(Held {
+            self.held = Some(Box::new(Held {
                 kind,
                 header,
                 total: header.len + header.payload_len as usize,
                 bytes,
-            });
+            }));
             if header.payload_len == 0 {
                 self.decide_held(input, e, interceptor);
             }
@@ -406,7 +408,7 @@ impl Dir {
             return;
         }
         if !held.header.fin || self.assembly.is_some() {
-            let a = self.assembly.get_or_insert_with(Assembly::default);
+            let a = self.assembly.get_or_insert_with(Box::default);
             a.raw.extend_from_slice(&held.bytes);
             a.text.extend_from_slice(&payload);
             if !held.header.fin {
