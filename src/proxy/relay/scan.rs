@@ -77,6 +77,10 @@ pub(super) struct Dir {
     pub(super) active: bool,
     /// The payload of the gateway's ping to the reading side, until its pong.
     pub(super) await_pong: Option<[u8; 8]>,
+    /// Tests only: every frame takes the general path, to check that the
+    /// plain-frame loop decides exactly as it does.
+    #[cfg(test)]
+    pub(super) general_only: bool,
 }
 
 /// The fragments of a client text message held so far: as they came (to
@@ -219,6 +223,12 @@ impl Dir {
                 if self.stopped {
                     break;
                 }
+                let next =
+                    self.plain_frames(input, pos, &mut e, max_message, interceptor.is_some());
+                if next > pos {
+                    pos = next;
+                    continue;
+                }
                 pos = self.start_frame(input, pos, &mut e, max_message, interceptor);
             }
             if matches!(self.event, Some(Event::Intercepted(_))) {
@@ -234,6 +244,84 @@ impl Dir {
         } else {
             e.fast_end
         }
+    }
+
+    /// The common case, in a tight loop: complete data frames that pass on
+    /// as they are, one after the other, while nothing is held, split,
+    /// assembled, discarded or waiting to be injected. Each is checked as
+    /// [`Self::start_frame`] would check it; the first frame that needs
+    /// more than that (a control frame, a 64-bit length, a frame not yet
+    /// complete, a client text frame the interceptor may want, anything
+    /// refused) is left to `start_frame`. Returns the position after the
+    /// frames passed.
+    #[inline]
+    fn plain_frames(
+        &mut self,
+        input: &[u8],
+        mut pos: usize,
+        e: &mut Emit,
+        max_message: u64,
+        intercepting: bool,
+    ) -> usize {
+        #[cfg(test)]
+        if self.general_only {
+            return pos;
+        }
+        if self.partial_len != 0
+            || self.discard
+            || self.assembly.is_some()
+            || !self.inject.is_empty()
+            || !self.inject_msg.is_empty()
+        {
+            return pos;
+        }
+        while let [b0, b1, ..] = input[pos..] {
+            let opcode = b0 & 0x0F;
+            let fin = b0 & 0x80 != 0;
+            let rsv_ok = b0 & 0x70 == 0
+                || (b0 & 0x70 == 0x40 && self.deflate && matches!(opcode, OP_TEXT | OP_BINARY));
+            let opcode_ok = if self.in_message {
+                opcode == OP_CONTINUATION
+            } else {
+                opcode == OP_BINARY || (opcode == OP_TEXT && !(self.from_client && intercepting))
+            };
+            if !rsv_ok || !opcode_ok || (b1 & 0x80 != 0) != self.from_client {
+                break;
+            }
+            let mask_len = if self.from_client { 4 } else { 0 };
+            let (payload_len, head_len) = match b1 & 0x7F {
+                127 => break,
+                126 => match input.get(pos + 2..pos + 4) {
+                    Some(&[hi, lo]) => {
+                        let n = u16::from_be_bytes([hi, lo]) as u64;
+                        if n < 126 {
+                            break;
+                        }
+                        (n, 4 + mask_len)
+                    }
+                    _ => break,
+                },
+                n => (n as u64, 2 + mask_len),
+            };
+            let end = pos + head_len + payload_len as usize;
+            if end > input.len() || self.message_len + payload_len > max_message {
+                break;
+            }
+            self.seen = true;
+            self.active = true;
+            self.passing = true;
+            self.in_message = !fin;
+            self.bytes += payload_len;
+            if fin {
+                self.message_len = 0;
+                self.msgs += 1;
+            } else {
+                self.message_len += payload_len;
+            }
+            self.pass(input, pos..end, e);
+            pos = end;
+        }
+        pos
     }
 
     /// Parses the header at `pos` (with any bytes left from the last read)

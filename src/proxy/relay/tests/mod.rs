@@ -327,6 +327,106 @@ fn valid_frame_streams_pass_unchanged_however_they_are_split() {
     }
 }
 
+/// A random frame stream that is mostly valid: data frames of every
+/// length form, fragments, control frames, RSV1, now and then a frame
+/// that breaks a rule (a wrong mask, an unknown opcode, a stray
+/// continuation).
+fn mixed_stream(state: &mut u64, from_client: bool) -> Vec<u8> {
+    let mut input = Vec::new();
+    for _ in 0..1 + next(state) % 8 {
+        let len = match next(state) % 6 {
+            0 | 1 => next(state) % 126,
+            2 => 126 + next(state) % 700,
+            3 if next(state) % 4 == 0 => 65_536 + next(state) % 100,
+            _ => next(state) % 12,
+        } as usize;
+        let roll = next(state) % 20;
+        let op = match roll {
+            0..=6 => OP_TEXT,
+            7..=12 => OP_BINARY,
+            13..=15 => OP_CONTINUATION,
+            16 => OP_PING,
+            17 => super::frame::OP_PONG,
+            18 => OP_CLOSE,
+            _ => 3,
+        };
+        let control = op & 0x8 != 0;
+        let len = if control { len.min(125) } else { len };
+        let mut payload: Vec<u8> = (0..len).map(|_| next(state) as u8).collect();
+        if op == OP_TEXT && next(state) % 5 == 0 {
+            payload = b"{\"type\":\"gw:x\"}".to_vec();
+        }
+        if op == OP_CLOSE {
+            payload = vec![0x03, 0xE8];
+        }
+        let masked = from_client != (next(state) % 40 == 0);
+        let mask = masked.then(|| (next(state) as u32).to_be_bytes());
+        let mut frame = encode(op, &payload, mask).to_vec();
+        if !control && next(state) % 3 == 0 {
+            frame[0] &= 0x7F; // not the last fragment
+        }
+        if next(state) % 10 == 0 {
+            frame[0] |= 0x40; // RSV1
+        }
+        input.extend_from_slice(&frame);
+    }
+    input
+}
+
+/// The plain-frame loop is a shortcut through the general path: on any
+/// stream, cut anywhere, in either direction, with or without
+/// compression and an interceptor, both must pass on the same bytes and
+/// end in the same state.
+#[test]
+fn the_plain_frame_loop_decides_as_the_general_path() {
+    let echoer = Echoer;
+    let mut state = 0x2545_F491_4F6C_DD1D;
+    for round in 0..4_000 {
+        let from_client = next(&mut state) % 2 == 0;
+        let input = mixed_stream(&mut state, from_client);
+        let mut cuts: Vec<usize> = (0..next(&mut state) % 6)
+            .map(|_| (next(&mut state) as usize) % (input.len() + 1))
+            .collect();
+        cuts.sort_unstable();
+        let deflate = next(&mut state) % 3 == 0;
+        let icpt: Option<&dyn Interceptor> = (next(&mut state) % 2 == 0).then_some(&echoer as _);
+        let max = if next(&mut state) % 4 == 0 {
+            200
+        } else {
+            u64::MAX
+        };
+        let run = |general_only: bool| {
+            let mut dir = Dir::new(from_client);
+            dir.deflate = deflate;
+            dir.general_only = general_only;
+            let mut out = Vec::new();
+            let mut start = 0;
+            for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+                let end = cut.clamp(start, input.len());
+                let chunk = &input[start..end];
+                let direct = dir.scan(chunk, max, icpt);
+                out.extend_from_slice(&chunk[..direct]);
+                out.append(&mut dir.out);
+                start = end;
+                if dir.event.is_some() {
+                    break;
+                }
+            }
+            let state = (
+                dir.event.clone(),
+                (dir.msgs, dir.bytes, dir.message_len, dir.remaining),
+                (dir.in_message, dir.seen, dir.active, dir.passing),
+                (dir.held.is_some(), dir.partial_len, dir.backlog.clone()),
+            );
+            (out, state)
+        };
+        let (fast_out, fast_state) = run(false);
+        let (general_out, general_state) = run(true);
+        assert!(fast_out == general_out, "round {round}: bytes differ");
+        assert_eq!(fast_state, general_state, "round {round}");
+    }
+}
+
 #[test]
 fn arbitrary_bytes_never_panic_the_scanner() {
     let mut state = 0xD1B5_4A32_D192_ED03;
