@@ -35,13 +35,25 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// `#[cfg(test)]`, or a `cfg` that needs `test` (`#[cfg(all(test, unix))]`).
+fn is_test_only(line: &str) -> bool {
+    let line = line.trim();
+    line.strip_prefix("#[cfg(")
+        .and_then(|rest| rest.strip_suffix(")]"))
+        .is_some_and(|pred| {
+            pred == "test"
+                || (pred.starts_with("all(")
+                    && pred.split([',', '(', ')']).any(|p| p.trim() == "test"))
+        })
+}
+
 /// Source text without its comments (a doc link is no dependency) and its
 /// `#[cfg(test)]` items (a test may reach anywhere).
 fn without_tests(src: &str) -> String {
     let mut out = String::new();
     let mut lines = src.lines().filter(|l| !l.trim_start().starts_with("//"));
     while let Some(line) = lines.next() {
-        if line.trim() == "#[cfg(test)]" {
+        if is_test_only(line) {
             // Skip the item that follows: one line (`mod tests;`) or a block.
             let mut depth = 0i32;
             for l in lines.by_ref() {
@@ -227,4 +239,19 @@ fn the_checker_finds_a_cycle() {
         ),
         "use crate::a;\n"
     );
+}
+
+#[test]
+fn test_only_items_are_recognised() {
+    for yes in ["#[cfg(test)]", "  #[cfg(all(test, target_os = \"linux\"))]"] {
+        assert!(is_test_only(yes), "{yes}");
+    }
+    for no in [
+        "#[cfg(unix)]",
+        "#[cfg(not(test))]",
+        "#[cfg(all(not(test), unix))]",
+        "#[test]",
+    ] {
+        assert!(!is_test_only(no), "{no}");
+    }
 }
