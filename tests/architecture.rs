@@ -43,6 +43,7 @@ fn is_test_only(line: &str) -> bool {
         .is_some_and(|pred| {
             pred == "test"
                 || (pred.starts_with("all(")
+                    && !pred.contains("not(")
                     && pred.split([',', '(', ')']).any(|p| p.trim() == "test"))
         })
 }
