@@ -256,95 +256,71 @@ async fn an_answering_peer_survives_keepalive_and_its_pongs_stay_with_the_gatewa
     assert_eq!(pongs_to_upstream.load(Ordering::Relaxed), 0);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_peer_that_never_answers_is_unresponsive() {
+/// One leg stops answering pings while the other answers them: the pump
+/// keeps both legs alive the same way, so either is found out alike.
+async fn a_silent_leg_is_unresponsive(silent: Side) {
     let mut st = settings();
     st.ping_interval = Some(Duration::from_secs(30));
     st.ping_timeout = Duration::from_secs(10);
     let s = &session(None);
-    let ended = pump_with(st, s, |mut c, mut u| async move {
-        let upstream = async {
-            // The upstream answers its pings; the client never does.
-            while let Some((op, p)) = read_frame(&mut u).await {
+    let ended = pump_with(st, s, |c, u| async move {
+        // Client frames are masked, upstream frames are not. The client is
+        // told why the session ends; the upstream is told it goes away.
+        let (mut answering, mut quiet, mask) = match silent {
+            Side::Client => (u, c, None),
+            Side::Upstream => (c, u, MASK),
+        };
+        let (answering_close, quiet_close) = match silent {
+            Side::Client => ((1001, ""), 1011),
+            Side::Upstream => ((1011, "peer unresponsive"), 1001),
+        };
+        let answering = async {
+            while let Some((op, p)) = read_frame(&mut answering).await {
                 match op {
-                    OP_PING => u.write_all(&encode(OP_PONG, &p, None)).await.expect("pong"),
+                    OP_PING => answering
+                        .write_all(&encode(OP_PONG, &p, mask))
+                        .await
+                        .expect("pong"),
                     OP_CLOSE => {
-                        assert_eq!(frame::parse_close(&p).map(|f| f.code), Ok(1001));
+                        let close = frame::parse_close(&p).expect("a valid close");
+                        assert_eq!((close.code, close.reason.as_str()), answering_close);
                         break;
                     }
                     _ => {}
                 }
             }
         };
-        let client = async {
-            let (code, before) = until_close(&mut c).await;
-            assert_eq!(code, Some(1011));
+        let quiet = async {
+            // Reads (so the close can arrive) but never answers a ping.
+            let (code, before) = until_close(&mut quiet).await;
+            assert_eq!(code, Some(quiet_close));
             assert_eq!(before.iter().filter(|f| f.0 == OP_PING).count(), 1);
         };
-        tokio::join!(upstream, client);
+        tokio::join!(answering, quiet);
     })
     .await;
-    assert_eq!(ended.reason, CloseReason::Unresponsive);
+    assert_eq!(ended.reason, CloseReason::Unresponsive, "{silent:?}");
     // Pinged at 30 s, given up at 40 s, then at most the close wait.
     assert!(
         ended.elapsed >= Duration::from_secs(40),
-        "{:?}",
+        "{silent:?}: {:?}",
         ended.elapsed
     );
     assert!(
         ended.elapsed <= Duration::from_secs(40) + CLOSE_HANDSHAKE_WAIT,
-        "{:?}",
+        "{silent:?}: {:?}",
         ended.elapsed
     );
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_that_never_answers_is_unresponsive() {
+    a_silent_leg_is_unresponsive(Side::Client).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_upstream_that_never_answers_is_unresponsive() {
-    // The mirror image of the test above: the pump keeps both legs alive
-    // the same way, so a silent upstream is found as a silent client is.
-    let mut st = settings();
-    st.ping_interval = Some(Duration::from_secs(30));
-    st.ping_timeout = Duration::from_secs(10);
-    let s = &session(None);
-    let ended = pump_with(st, s, |mut c, mut u| async move {
-        let client = async {
-            // The client answers its pings and is told why the session ends.
-            while let Some((op, p)) = read_frame(&mut c).await {
-                match op {
-                    OP_PING => c.write_all(&encode(OP_PONG, &p, MASK)).await.expect("pong"),
-                    OP_CLOSE => {
-                        let close = frame::parse_close(&p).expect("a valid close");
-                        assert_eq!(
-                            (close.code, close.reason.as_str()),
-                            (1011, "peer unresponsive")
-                        );
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        };
-        let upstream = async {
-            // Reads (so the close can arrive) but never answers a ping.
-            let (code, before) = until_close(&mut u).await;
-            assert_eq!(code, Some(1001));
-            assert_eq!(before.iter().filter(|f| f.0 == OP_PING).count(), 1);
-        };
-        tokio::join!(client, upstream);
-    })
-    .await;
-    assert_eq!(ended.reason, CloseReason::Unresponsive);
-    // Pinged at 30 s, given up at 40 s, then at most the close wait.
-    assert!(
-        ended.elapsed >= Duration::from_secs(40),
-        "{:?}",
-        ended.elapsed
-    );
-    assert!(
-        ended.elapsed <= Duration::from_secs(40) + CLOSE_HANDSHAKE_WAIT,
-        "{:?}",
-        ended.elapsed
-    );
+    a_silent_leg_is_unresponsive(Side::Upstream).await;
 }
 
 #[tokio::test(start_paused = true)]
