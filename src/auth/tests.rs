@@ -386,8 +386,9 @@ async fn last_good_set_survives_garbage_and_outages() {
     assert!(status.loaded_at.is_some() && fetch.next_refresh.is_some());
 }
 
-#[tokio::test]
-async fn discovery_finds_the_jwks() {
+/// An identity provider with a discovery document pointing at its JWKS,
+/// which holds one ES256 key, `d1`.
+async fn discovery_server() -> TestServer {
     let server = TestServer::start().await;
     let doc = json!({"issuer": server.url(""), "jwks_uri": server.url("/keys")});
     server.set(
@@ -395,6 +396,12 @@ async fn discovery_finds_the_jwks() {
         Reply::ok(doc.to_string()),
     );
     server.set("/keys", Reply::ok(jwks(&[testutil::ec256().jwk("d1")])));
+    server
+}
+
+#[tokio::test]
+async fn discovery_finds_the_jwks() {
+    let server = discovery_server().await;
     let (a, _stop) = remote(&server, KeySource::Discovery).await;
     let token = sign(
         ES256,
@@ -582,13 +589,7 @@ async fn a_reload_keeps_remote_keys_whose_source_is_unchanged() {
 
 #[tokio::test]
 async fn a_reload_that_changes_the_discovery_issuer_starts_afresh() {
-    let server = TestServer::start().await;
-    let doc = json!({"issuer": server.url(""), "jwks_uri": server.url("/keys")});
-    server.set(
-        "/.well-known/openid-configuration",
-        Reply::ok(doc.to_string()),
-    );
-    server.set("/keys", Reply::ok(jwks(&[testutil::ec256().jwk("d1")])));
+    let server = discovery_server().await;
     let (a, stop) = remote(&server, KeySource::Discovery).await;
     assert!(a.issuers_without_keys().is_empty());
     server.set("/.well-known/openid-configuration", down());
