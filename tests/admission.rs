@@ -518,14 +518,47 @@ fn held_keys() -> (rcgen::KeyPair, rcgen::KeyPair) {
     )
 }
 
+/// A gateway whose issuer fetches from a [`HeldJwks`] serving `k1`, then
+/// `k1` and `k2` once released; `routes` builds the routes from the
+/// upstream's URL. Returns once the first fetch was answered.
+struct HeldFetch {
+    up: EchoUpstream,
+    k1: rcgen::KeyPair,
+    k2: rcgen::KeyPair,
+    idp: HeldJwks,
+    issuers: String,
+    gw: Gateway,
+}
+
+impl HeldFetch {
+    async fn start(routes: impl Fn(&str) -> String) -> HeldFetch {
+        let up = EchoUpstream::start().await;
+        let (k1, k2) = held_keys();
+        let idp = HeldJwks::start(jwks(&[("k1", &k1)]), jwks(&[("k1", &k1), ("k2", &k2)])).await;
+        let issuers = remote_issuer(&idp.url);
+        let gw = Gateway::start(&config(&issuers, &routes(&up.url())));
+        idp.wait_requests(1).await;
+        HeldFetch {
+            up,
+            k1,
+            k2,
+            idp,
+            issuers,
+            gw,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_judged_before_a_reload_is_judged_again_after_it() {
-    let up = EchoUpstream::start().await;
-    let (k1, k2) = held_keys();
-    let idp = HeldJwks::start(jwks(&[("k1", &k1)]), jwks(&[("k1", &k1), ("k2", &k2)])).await;
-    let issuers = remote_issuer(&idp.url);
-    let gw = Gateway::start(&config(&issuers, &echo_route(&up.url(), "")));
-    idp.wait_requests(1).await;
+    let HeldFetch {
+        up,
+        k2,
+        idp,
+        issuers,
+        gw,
+        ..
+    } = HeldFetch::start(|up| echo_route(up, "")).await;
     // The next fetch may start once `refetch_interval` has passed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let token = mint_kid(&k2, "k2", &claims("alice", json!({"roles": ["chat"]})));
@@ -558,12 +591,14 @@ async fn a_handshake_judged_before_a_reload_is_judged_again_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_judged_before_a_reload_is_judged_again_after_it() {
-    let up = EchoUpstream::start().await;
-    let (k1, k2) = held_keys();
-    let idp = HeldJwks::start(jwks(&[("k1", &k1)]), jwks(&[("k1", &k1), ("k2", &k2)])).await;
-    let issuers = remote_issuer(&idp.url);
-    let gw = Gateway::start(&config(&issuers, &refresh_route(&up.url(), "")));
-    idp.wait_requests(1).await;
+    let HeldFetch {
+        up,
+        k1,
+        k2,
+        idp,
+        issuers,
+        gw,
+    } = HeldFetch::start(|up| refresh_route(up, "")).await;
     let mut ws = gw
         .session(
             "/echo",
