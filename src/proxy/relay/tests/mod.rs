@@ -277,15 +277,30 @@ fn next(state: &mut u64) -> u64 {
 /// Feeds `input` to one direction's scanner in the given chunk sizes and
 /// returns what it passes on.
 fn scan_in_chunks(dir: &mut Dir, input: &[u8], cuts: &[usize], max: u64) -> Vec<u8> {
+    scan_in_chunks_with(dir, input, cuts, max, None)
+}
+
+/// [`scan_in_chunks`] with an interceptor; stops at the first event (the
+/// scanner reads nothing more after one).
+fn scan_in_chunks_with(
+    dir: &mut Dir,
+    input: &[u8],
+    cuts: &[usize],
+    max: u64,
+    icpt: Option<&dyn Interceptor>,
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut start = 0;
     for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
         let end = cut.clamp(start, input.len());
         let chunk = &input[start..end];
-        let direct = dir.scan(chunk, max, None);
+        let direct = dir.scan(chunk, max, icpt);
         out.extend_from_slice(&chunk[..direct]);
         out.append(&mut dir.out);
         start = end;
+        if dir.event.is_some() {
+            break;
+        }
     }
     out
 }
@@ -399,19 +414,7 @@ fn the_plain_frame_loop_decides_as_the_general_path() {
             let mut dir = Dir::new(from_client);
             dir.deflate = deflate;
             dir.general_only = general_only;
-            let mut out = Vec::new();
-            let mut start = 0;
-            for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-                let end = cut.clamp(start, input.len());
-                let chunk = &input[start..end];
-                let direct = dir.scan(chunk, max, icpt);
-                out.extend_from_slice(&chunk[..direct]);
-                out.append(&mut dir.out);
-                start = end;
-                if dir.event.is_some() {
-                    break;
-                }
-            }
+            let out = scan_in_chunks_with(&mut dir, &input, &cuts, max, icpt);
             let state = (
                 dir.event.clone(),
                 (dir.msgs, dir.bytes, dir.message_len, dir.remaining),
