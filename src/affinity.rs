@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use http::header::COOKIE;
 use http::request::Parts;
 
-use crate::auth::VerifiedToken;
 use crate::config::{Balance, HashKey};
 use crate::route::lookup_claim;
 
@@ -23,7 +22,7 @@ pub fn affinity(
     balance: &Balance,
     parts: &Parts,
     remote: IpAddr,
-    token: Option<&VerifiedToken>,
+    claims: &serde_json::Value,
 ) -> Option<u64> {
     let Balance::Hash(key) = balance else {
         return None;
@@ -37,18 +36,14 @@ pub fn affinity(
             .get(name)
             .filter(|v| !v.is_empty())
             .map(|v| fnv1a(v.as_bytes())),
-        HashKey::Claim(path) => token
-            .map(|t| t.claims.parse())
-            .as_ref()
-            .and_then(|claims| lookup_claim(claims, path))
-            .and_then(|v| match v {
-                serde_json::Value::String(s) => Some(fnv1a(s.as_bytes())),
-                serde_json::Value::Number(n) => Some(fnv1a(n.to_string().as_bytes())),
-                serde_json::Value::Null
-                | serde_json::Value::Bool(_)
-                | serde_json::Value::Array(_)
-                | serde_json::Value::Object(_) => None,
-            }),
+        HashKey::Claim(path) => lookup_claim(claims, path).and_then(|v| match v {
+            serde_json::Value::String(s) => Some(fnv1a(s.as_bytes())),
+            serde_json::Value::Number(n) => Some(fnv1a(n.to_string().as_bytes())),
+            serde_json::Value::Null
+            | serde_json::Value::Bool(_)
+            | serde_json::Value::Array(_)
+            | serde_json::Value::Object(_) => None,
+        }),
     };
     Some(found.unwrap_or_else(|| match remote {
         IpAddr::V4(a) => fnv1a(&a.octets()),
@@ -101,27 +96,28 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const NO_CLAIMS: serde_json::Value = serde_json::Value::Null;
 
     #[test]
     fn keys_are_read_where_named_and_fall_back_to_the_address() {
         let q = Balance::Hash(HashKey::Query("room".into()));
-        let a = affinity(&q, &parts("/s?x=1&room=blue", None), IP, None);
+        let a = affinity(&q, &parts("/s?x=1&room=blue", None), IP, &NO_CLAIMS);
         let b = affinity(
             &q,
             &parts("/t?room=blue", None),
             IpAddr::from([1, 2, 3, 4]),
-            None,
+            &NO_CLAIMS,
         );
         assert_eq!(a, b);
         assert_eq!(a, Some(fnv1a(b"blue")));
-        let none = affinity(&q, &parts("/s?room=", None), IP, None);
+        let none = affinity(&q, &parts("/s?room=", None), IP, &NO_CLAIMS);
         assert_eq!(none, Some(fnv1a(&[10, 0, 0, 1])));
 
         let c = Balance::Hash(HashKey::Cookie("sticky".into()));
-        let v = affinity(&c, &parts("/", Some("a=1; sticky=k7")), IP, None);
+        let v = affinity(&c, &parts("/", Some("a=1; sticky=k7")), IP, &NO_CLAIMS);
         assert_eq!(v, Some(fnv1a(b"k7")));
         assert_eq!(
-            affinity(&Balance::RoundRobin, &parts("/", None), IP, None),
+            affinity(&Balance::RoundRobin, &parts("/", None), IP, &NO_CLAIMS),
             None
         );
     }

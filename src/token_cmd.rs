@@ -222,7 +222,7 @@ mod tests {
         let auth = Authenticator::new(std::slice::from_ref(issuer), CancellationToken::new(), None)
             .await
             .unwrap();
-        auth.verify(token, None).await.map(|v| v.claims.parse())
+        auth.verify(token, None).await.map(|v| v.claims)
     }
 
     #[tokio::test]

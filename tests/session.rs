@@ -500,3 +500,57 @@ async fn sessions_relay_on_the_configured_workers() {
         gw.logs()
     );
 }
+
+/// `balance: hash` on a claim: every session of one key reaches one
+/// upstream, whether its token came in a header or in the first message
+/// (both paths build the upstream request, and its key, the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balance_hash_keeps_one_claim_on_one_upstream_on_either_token_path() {
+    let a = EchoUpstream::start().await;
+    let b = EchoUpstream::start().await;
+    let upstream = format!(
+        "\n      urls: [{}, {}]\n      balance: hash\n      hash_key: {{claim: room}}",
+        a.url(),
+        b.url()
+    );
+    let gw = Gateway::start(&cfg(&format!(
+        "routes:\n  - id: header\n    path: /echo\n    upstream: {upstream}\n  - id: first\n    path: /first\n    token_sources: [first_message]\n    upstream: {upstream}\n"
+    )));
+    // Which upstream took the session just opened (each counts its own).
+    let took = |before: (usize, usize)| match (a.count() - before.0, b.count() - before.1) {
+        (1, 0) => "a",
+        (0, 1) => "b",
+        other => panic!("one new upstream connection expected, got {other:?}"),
+    };
+    let mut by_room = std::collections::HashMap::new();
+    for room in 0..8 {
+        let t = token("alice", json!({ "room": format!("room-{room}") }));
+        for path in ["/echo", "/first"] {
+            let before = (a.count(), b.count());
+            let mut ws = if path == "/echo" {
+                ws_bearer(&gw.ws_url(path), &t).await
+            } else {
+                let (mut ws, _) = ws_connect(&gw.ws_url(path), &[])
+                    .await
+                    .expect("101 before the first message");
+                ws.send(Message::text(json!({ "token": t }).to_string()))
+                    .await
+                    .expect("send the first message");
+                ws
+            };
+            roundtrip(&mut ws, "x").await;
+            let name = took(before);
+            let first = by_room.entry(room).or_insert(name);
+            assert_eq!(
+                *first, name,
+                "room {room} moved to another upstream on {path}"
+            );
+        }
+    }
+    let used: std::collections::HashSet<_> = by_room.values().collect();
+    assert_eq!(
+        used.len(),
+        2,
+        "eight keys all hashed to one upstream: {by_room:?}"
+    );
+}

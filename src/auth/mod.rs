@@ -61,6 +61,15 @@ pub struct VerifiedToken {
     pub fingerprint: String,
 }
 
+/// A token judged now, with the claims that judgement parsed: admission
+/// reads the same value (route rules, identity headers, a hash key) instead
+/// of parsing the token's stored text again.
+#[derive(Debug)]
+pub struct Verified {
+    pub token: Arc<VerifiedToken>,
+    pub claims: Value,
+}
+
 /// Why a token was refused. `Display` and [`AuthError::description`] never
 /// contain token content.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -414,7 +423,7 @@ impl Authenticator {
         &self,
         token: &str,
         allowed: Option<&[String]>,
-    ) -> Result<Arc<VerifiedToken>, AuthError> {
+    ) -> Result<Verified, AuthError> {
         self.verify_at(token, allowed, unix_now()).await
     }
 
@@ -424,7 +433,7 @@ impl Authenticator {
         token: &str,
         allowed: Option<&[String]>,
         now: i64,
-    ) -> Result<Arc<VerifiedToken>, AuthError> {
+    ) -> Result<Verified, AuthError> {
         if token.len() > MAX_TOKEN_LEN || !jwt::looks_like_jws(token) {
             return Err(AuthError::Malformed);
         }
@@ -433,8 +442,12 @@ impl Authenticator {
             if is_allowed(allowed, &hit.token.issuer_id) {
                 let policy = &self.issuers[hit.issuer].policy;
                 // A hit proves the signature, never the time: judge the claims again.
-                return match policy.rules.check(&hit.token.claims.parse(), now) {
-                    Ok(()) => Ok(hit.token),
+                let claims = hit.token.claims.parse();
+                return match policy.rules.check(&claims, now) {
+                    Ok(()) => Ok(Verified {
+                        token: hit.token,
+                        claims,
+                    }),
                     Err(e) => {
                         self.cache.remove(&digest);
                         Err(e)
@@ -450,7 +463,7 @@ impl Authenticator {
                     let entry = &self.issuers[idx];
                     let verified = Arc::new(build(
                         &entry.policy,
-                        claims,
+                        &claims,
                         hex_prefix(&digest),
                         header.alg,
                         key,
@@ -460,7 +473,10 @@ impl Authenticator {
                         issuer: idx,
                     };
                     self.cache.insert(digest, hit, now);
-                    return Ok(verified);
+                    return Ok(Verified {
+                        token: verified,
+                        claims,
+                    });
                 }
                 Err(e) => {
                     if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
@@ -484,7 +500,7 @@ impl Authenticator {
         &self,
         token: &VerifiedToken,
         allowed: Option<&[String]>,
-    ) -> Result<Arc<VerifiedToken>, AuthError> {
+    ) -> Result<Verified, AuthError> {
         self.reverify_at(token, allowed, unix_now())
     }
 
@@ -493,7 +509,8 @@ impl Authenticator {
         token: &VerifiedToken,
         allowed: Option<&[String]>,
         now: i64,
-    ) -> Result<Arc<VerifiedToken>, AuthError> {
+    ) -> Result<Verified, AuthError> {
+        let claims = token.claims.parse();
         let mut worst: Option<AuthError> = None;
         for idx in self.candidates_for(token.iss.as_deref(), allowed)? {
             let entry = &self.issuers[idx];
@@ -503,9 +520,7 @@ impl Authenticator {
                 match entry.keys.snapshot().filter(|s| !s.is_empty()) {
                     None => Err(AuthError::NoKeys),
                     Some(set) => match set.by_fingerprint(&token.key) {
-                        Some(k) if k.accepts(token.alg) => {
-                            entry.policy.rules.check(&token.claims.parse(), now)
-                        }
+                        Some(k) if k.accepts(token.alg) => entry.policy.rules.check(&claims, now),
                         _ => Err(AuthError::BadSignature),
                     },
                 }
@@ -515,7 +530,10 @@ impl Authenticator {
                     let mut again = token.clone();
                     again.issuer_id = entry.policy.id.clone();
                     again.leeway = entry.policy.leeway;
-                    return Ok(Arc::new(again));
+                    return Ok(Verified {
+                        token: Arc::new(again),
+                        claims,
+                    });
                 }
                 Err(e) => {
                     if worst.as_ref().is_none_or(|w| e.rank() > w.rank()) {
@@ -619,7 +637,7 @@ fn try_keys(
 
 fn build(
     policy: &jwt::Policy,
-    claims: Value,
+    claims: &Value,
     fingerprint: String,
     alg: jsonwebtoken::Algorithm,
     key: keys::KeyFingerprint,
@@ -638,6 +656,6 @@ fn build(
         key,
         leeway: policy.leeway,
         fingerprint,
-        claims: claims::Claims::new(&claims),
+        claims: claims::Claims::new(claims),
     }
 }

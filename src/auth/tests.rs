@@ -36,7 +36,7 @@ async fn every_algorithm_round_trips() {
         let a = auth(&[issuer("hs", &[alg], secret.clone())]).await;
         let token = sign(alg, &claims(json!({})), &hs_key, None);
         assert_eq!(
-            a.verify(&token, None).await.unwrap().sub.as_deref(),
+            a.verify(&token, None).await.unwrap().token.sub.as_deref(),
             Some("alice"),
             "{alg:?}"
         );
@@ -53,8 +53,8 @@ async fn every_algorithm_round_trips() {
             let a = auth(&[issuer("pk", &[alg], KeySource::PublicKey(public.clone()))]).await;
             let token = sign(alg, &claims(json!({})), &keys.encoding_key(), Some("any"));
             let verified = a.verify(&token, None).await.unwrap();
-            assert_eq!(verified.issuer_id, "pk");
-            assert_eq!(verified.fingerprint.len(), 12);
+            assert_eq!(verified.token.issuer_id, "pk");
+            assert_eq!(verified.token.fingerprint.len(), 12);
             // One flipped signature byte is refused.
             let mut bad = token.into_bytes();
             let last = bad.len() - 2;
@@ -144,7 +144,7 @@ async fn expiry_not_before_and_leeway() {
     );
     assert!(lenient.verify(&expired, None).await.is_ok());
     let ok = lenient.verify(&early, None).await.unwrap();
-    assert_eq!(ok.leeway, Duration::from_secs(60));
+    assert_eq!(ok.token.leeway, Duration::from_secs(60));
 }
 
 #[tokio::test]
@@ -205,8 +205,8 @@ async fn issuer_choice_respects_allowed() {
         None,
     );
     let only = |id: &str| vec![id.to_string()];
-    assert_eq!(a.verify(&one, None).await.unwrap().issuer_id, "named");
-    assert_eq!(a.verify(&two, None).await.unwrap().issuer_id, "open");
+    assert_eq!(a.verify(&one, None).await.unwrap().token.issuer_id, "named");
+    assert_eq!(a.verify(&two, None).await.unwrap().token.issuer_id, "open");
     // Outside `allowed` a token is never accepted, cached or not.
     assert_eq!(
         a.verify(&one, Some(&only("open"))).await.unwrap_err(),
@@ -234,7 +234,10 @@ async fn cache_hits_still_check_time() {
     );
     let first = a.verify(&token, None).await.unwrap();
     let second = a.verify(&token, None).await.unwrap();
-    assert!(Arc::ptr_eq(&first, &second), "second call is a cache hit");
+    assert!(
+        Arc::ptr_eq(&first.token, &second.token),
+        "second call is a cache hit"
+    );
     assert_eq!(a.cache.len(), 1);
     // The library would accept the token now; only the cache path sees this clock.
     assert_eq!(
@@ -409,7 +412,7 @@ async fn discovery_finds_the_jwks() {
         &testutil::ec256().encoding_key(),
         Some("d1"),
     );
-    assert_eq!(a.verify(&token, None).await.unwrap().issuer_id, "idp");
+    assert_eq!(a.verify(&token, None).await.unwrap().token.issuer_id, "idp");
     assert_eq!(server.hits("/.well-known/openid-configuration"), 1);
 
     let spoofed = json!({"issuer": "https://elsewhere", "jwks_uri": server.url("/keys")});
@@ -520,7 +523,7 @@ async fn a_reload_keeps_remote_keys_whose_source_is_unchanged() {
     assert!(!refresher_stopped(&a, 0));
     assert_eq!(server.hits("/jwks"), 1, "the kept set is not fetched again");
     assert_eq!(
-        b.verify(&token, None).await.unwrap().leeway,
+        b.verify(&token, None).await.unwrap().token.leeway,
         Duration::from_secs(120)
     );
 
@@ -561,7 +564,10 @@ async fn a_reload_keeps_remote_keys_whose_source_is_unchanged() {
         &key,
         Some("k1"),
     );
-    assert_eq!(d.verify(&renamed, None).await.unwrap().issuer_id, "idp");
+    assert_eq!(
+        d.verify(&renamed, None).await.unwrap().token.issuer_id,
+        "idp"
+    );
     assert_eq!(
         d.verify(&fresh, None).await.unwrap_err(),
         AuthError::WrongIssuer

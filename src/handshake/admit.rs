@@ -55,6 +55,8 @@ pub struct Attempt<'a> {
 pub struct Admission {
     /// `None` on an `auth: none` route.
     pub token: Option<Arc<VerifiedToken>>,
+    /// The token's claims, parsed (`Null` without a token).
+    pub claims: serde_json::Value,
     /// The route's `forward.headers`, rendered from the claims and checked.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -67,30 +69,34 @@ pub async fn admit(
 ) -> Result<Admission, Reject> {
     let route = attempt.route;
     check_origins(route, attempt.origins)?;
-    // The claims are parsed once, for the rules and the identity headers.
+    // The claims as the verification parsed them: for the rules, the
+    // identity headers and the caller's hash key.
     let (token, claims) = match route.cfg.auth {
         AuthMode::None => (None, serde_json::Value::Null),
         AuthMode::Required => {
             let allowed = route.cfg.issuers.as_deref();
-            let token = match attempt.credential {
+            let verified = match attempt.credential {
                 Credential::Absent => return Err(Reject::MissingToken),
                 Credential::Presented(text) => snapshot.auth.verify(text, allowed).await,
                 Credential::Held(t) => snapshot.auth.reverify(t, allowed),
             }
             .map_err(Reject::InvalidToken)?;
-            if gw.revocations().is_revoked(&token) {
+            if gw.revocations().is_revoked(&verified.token) {
                 return Err(Reject::Revoked);
             }
-            let claims = token.claims.parse();
-            if let Err(failure) = route.rules.check(&claims, attempt.params) {
+            if let Err(failure) = route.rules.check(&verified.claims, attempt.params) {
                 tracing::debug!(route = %route.id, rule = failure.index, claim = %failure.claim, "rule failed");
                 return Err(Reject::Forbidden("forbidden"));
             }
-            (Some(token), claims)
+            (Some(verified.token), verified.claims)
         }
     };
     let headers = forward_headers(route, &claims, attempt.params)?;
-    Ok(Admission { token, headers })
+    Ok(Admission {
+        token,
+        claims,
+        headers,
+    })
 }
 
 /// When the route lists `origins`, a present `Origin` must be one of them;

@@ -183,6 +183,7 @@ async fn connect(
             found: None,
             app_protocols: std::mem::take(&mut pending.app_protocols),
             identity: admission.headers,
+            claims: &admission.claims,
         },
         &mut pending.parts,
     );

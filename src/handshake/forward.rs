@@ -55,11 +55,7 @@ const NOT_FORWARDED: &[&str] = &[
 /// where the gateway never reads a message (no `first_message`, no
 /// refresh), since it does not inflate compressed frames.
 pub fn passes_compression(route: &Route) -> bool {
-    !route.cfg.session.refresh
-        && !route
-            .token_sources
-            .iter()
-            .any(|s| matches!(s, TokenSource::FirstMessage(_)))
+    !route.cfg.session.refresh && route.first_message().is_none()
 }
 
 /// Whether two header names are one variable to an upstream that folds case
@@ -104,6 +100,9 @@ pub struct Forward<'a> {
     pub app_protocols: Vec<String>,
     /// The `forward.headers` admission rendered from the claims.
     pub identity: Vec<(HeaderName, HeaderValue)>,
+    /// The verified token's claims (`Null` without one), for a hash key on
+    /// a claim.
+    pub claims: &'a serde_json::Value,
 }
 
 /// Builds the upstream request.
@@ -116,7 +115,12 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         found,
         app_protocols,
         identity,
+        claims,
     } = f;
+    // Taken before the carriers are stripped: the key may share a cookie or
+    // query with them.
+    let affinity =
+        crate::affinity::affinity(route.upstreams.balance(), parts, conn.remote.ip(), claims);
     let keep = match route.cfg.forward.token {
         TokenForward::Strip => None,
         TokenForward::Keep => found,
@@ -180,7 +184,7 @@ pub fn upstream_request(f: Forward<'_>, parts: &mut Parts) -> UpstreamRequest {
         subprotocols,
         extensions,
         headers,
-        affinity: None,
+        affinity,
     }
 }
 

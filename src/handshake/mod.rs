@@ -306,14 +306,6 @@ async fn accept(
     .await
     .map_err(|r| (r, None))?;
     ctx.detail.session = Some(guard.handle().id);
-    // Taken before the carriers are stripped: the key may share a cookie or
-    // query with them.
-    let affinity = crate::affinity::affinity(
-        route.upstreams.balance(),
-        &parts,
-        conn.remote.ip(),
-        ctx.token.as_deref(),
-    );
     let mut upstream_req = forward::upstream_request(
         forward::Forward {
             route: &route,
@@ -323,10 +315,10 @@ async fn accept(
             found: found.as_ref(),
             app_protocols,
             identity: admission.headers,
+            claims: &admission.claims,
         },
         &mut parts,
     );
-    upstream_req.affinity = affinity;
     if let Some(tp) = &ctx.traceparent {
         // The gateway's span is the upstream's parent: a client's own
         // trace headers (trusted or not) do not go on.

@@ -127,12 +127,6 @@ async fn proxy(
     // Plain requests hold no session, so the per-subject limit does not
     // apply; a gateway full of sessions refuses them too.
     drop(admit::reserve(gw, &route)?);
-    let affinity = crate::affinity::affinity(
-        route.upstreams.balance(),
-        &parts,
-        conn.remote.ip(),
-        admission.token.as_deref(),
-    );
     let upstream_req = forward::upstream_request(
         Forward {
             route: &route,
@@ -142,10 +136,11 @@ async fn proxy(
             found: found.as_ref(),
             app_protocols: Vec::new(),
             identity: admission.headers,
+            claims: &admission.claims,
         },
         &mut parts,
     );
-    send(&route, proxy, &parts, upstream_req, affinity, body).await
+    send(&route, proxy, &parts, upstream_req, body).await
 }
 
 /// Refuses a request whose end the gateway and an upstream could read
@@ -174,14 +169,13 @@ async fn send(
     proxy: &HttpProxy,
     parts: &Parts,
     upstream_req: crate::upstream::UpstreamRequest,
-    affinity: Option<u64>,
     body: Incoming,
 ) -> Result<Response<ResponseBody>, Reject> {
     let bodiless = body.is_end_stream();
     let mut body = Some(body);
     let urls = route.upstreams.urls();
     let mut last = None;
-    for index in route.upstreams.order(affinity) {
+    for index in route.upstreams.order(upstream_req.affinity) {
         let url = &urls[index];
         let inner = if bodiless { None } else { body.take() };
         if !bodiless && inner.is_none() {
