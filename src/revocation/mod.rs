@@ -63,6 +63,12 @@ pub struct Revocation {
 
 impl Revocation {
     pub fn covers(&self, t: &VerifiedToken) -> bool {
+        self.covers_with(t, &mut None)
+    }
+
+    /// [`Self::covers`], with `claims` the token's claims once parsed: a
+    /// scan of many claim entries parses them once, not once per entry.
+    fn covers_with(&self, t: &VerifiedToken, claims: &mut Option<serde_json::Value>) -> bool {
         let issued_before = || t.iat.is_none_or(|iat| iat <= self.revoked_at);
         match &self.selector {
             Selector::Jti { jti } => t.jti.as_deref() == Some(jti.as_str()),
@@ -74,7 +80,8 @@ impl Revocation {
                     && issued_before()
             }
             Selector::Claim { claim, value } => {
-                issued_before() && claim_matches(&t.claims.parse(), claim, value)
+                issued_before()
+                    && claim_matches(claims.get_or_insert_with(|| t.claims.parse()), claim, value)
             }
         }
     }
@@ -161,7 +168,8 @@ impl RevocationList {
             }
         }
         let others = self.others.read();
-        others.iter().any(|r| r.covers(t))
+        let mut claims = None;
+        others.iter().any(|r| r.covers_with(t, &mut claims))
     }
 
     /// Drops entries that can no longer cover a valid token.
